@@ -1,0 +1,305 @@
+// Package authorizer holds the in-memory view of who may log in with which key
+// and who may read or write which project. Controllers feed it from the
+// SSHPublicKey and GitProject objects; the SSH server reads it on every login.
+// It knows nothing of Kubernetes: objects are named by an opaque ObjectRef.
+package authorizer
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ObjectRef names the object a key or project came from.
+type ObjectRef struct {
+	Namespace string
+	Name      string
+}
+
+// String returns "namespace/name".
+func (r ObjectRef) String() string { return r.Namespace + "/" + r.Name }
+
+// Key is one registered public key.
+type Key struct {
+	// Fingerprint as returned by ssh.FingerprintSHA256 ("SHA256:...").
+	Fingerprint string
+	// User the key logs in as.
+	User string
+	// Created orders claims on the same fingerprint: the oldest wins.
+	Created time.Time
+}
+
+// Identity is who a verified key belongs to.
+type Identity struct {
+	User        string
+	Key         ObjectRef
+	Fingerprint string
+}
+
+// Visibility says who may read a project besides its owner and members.
+type Visibility string
+
+const (
+	// Private projects are visible to their owner and members only.
+	Private Visibility = "Private"
+	// Public projects are readable by every authenticated user.
+	Public Visibility = "Public"
+)
+
+// Role is what a member may do in a project; each role includes the ones before it.
+type Role int
+
+const (
+	// RoleNone grants nothing; it is the zero value.
+	RoleNone Role = iota
+	// RoleRead may fetch, clone and archive.
+	RoleRead
+	// RoleWrite may also push.
+	RoleWrite
+	// RoleAdmin may do everything a project allows; the owner is always Admin.
+	RoleAdmin
+)
+
+// Access is what a git command needs.
+type Access int
+
+const (
+	// AccessRead is needed by git-upload-pack and git-upload-archive.
+	AccessRead Access = iota + 1
+	// AccessWrite is needed by git-receive-pack.
+	AccessWrite
+)
+
+// String returns "read" or "write".
+func (a Access) String() string {
+	switch a {
+	case AccessRead:
+		return "read"
+	case AccessWrite:
+		return "write"
+	}
+	return "none"
+}
+
+// allows reports whether the role grants the access.
+func (r Role) allows(a Access) bool {
+	switch a {
+	case AccessRead:
+		return r >= RoleRead
+	case AccessWrite:
+		return r >= RoleWrite
+	}
+	return false
+}
+
+// Project is one git project.
+type Project struct {
+	// Owner and Name form the project's address OWNER/NAME. Both are compared
+	// case-sensitively, like the repository directory names on disk.
+	Owner string
+	Name  string
+	// Visibility defaults to Private when empty.
+	Visibility Visibility
+	// Members maps user names to roles. The map is copied by SetProject.
+	Members map[string]Role
+	// RepositoryPath is the bare repository directory on disk.
+	RepositoryPath string
+	// Created orders claims on the same OWNER/NAME: the oldest wins.
+	Created time.Time
+}
+
+// Repository is what an authorized command may work on.
+type Repository struct {
+	Path    string
+	Project ObjectRef
+	Owner   string
+	Name    string
+}
+
+type projectName struct{ owner, name string }
+
+// Authorizer answers login and access questions. The zero value is not
+// usable; call New. All methods are safe for concurrent use: lookups take a
+// read lock and are O(1), writers take the write lock.
+type Authorizer struct {
+	mu sync.RWMutex
+
+	keys map[ObjectRef]Key
+	// claims lists, per fingerprint, the objects claiming it, winner first.
+	claims map[string][]ObjectRef
+
+	projects map[ObjectRef]Project
+	// names lists, per OWNER/NAME, the objects claiming it, winner first.
+	names map[projectName][]ObjectRef
+}
+
+// New returns an empty Authorizer.
+func New() *Authorizer {
+	return &Authorizer{
+		keys:     map[ObjectRef]Key{},
+		claims:   map[string][]ObjectRef{},
+		projects: map[ObjectRef]Project{},
+		names:    map[projectName][]ObjectRef{},
+	}
+}
+
+// olderFirst orders claimants: the oldest Created first, ties broken by the
+// object's "namespace/name" so every replica picks the same winner.
+func olderFirst(created func(ObjectRef) time.Time) func(a, b ObjectRef) int {
+	return func(a, b ObjectRef) int {
+		if c := created(a).Compare(created(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.String(), b.String())
+	}
+}
+
+// SetKey adds or replaces the key of the object ref. A changed fingerprint
+// drops the object's claim on the old one.
+func (a *Authorizer) SetKey(ref ObjectRef, key Key) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.removeKeyLocked(ref)
+	a.keys[ref] = key
+	c := append(a.claims[key.Fingerprint], ref)
+	slices.SortFunc(c, olderFirst(func(r ObjectRef) time.Time { return a.keys[r].Created }))
+	a.claims[key.Fingerprint] = c
+}
+
+// RemoveKey forgets the key of the object ref; the next oldest claimant of
+// the same fingerprint, if any, takes over.
+func (a *Authorizer) RemoveKey(ref ObjectRef) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.removeKeyLocked(ref)
+}
+
+func (a *Authorizer) removeKeyLocked(ref ObjectRef) {
+	old, ok := a.keys[ref]
+	if !ok {
+		return
+	}
+	delete(a.keys, ref)
+	c := slices.DeleteFunc(slices.Clone(a.claims[old.Fingerprint]), func(r ObjectRef) bool { return r == ref })
+	if len(c) == 0 {
+		delete(a.claims, old.Fingerprint)
+		return
+	}
+	a.claims[old.Fingerprint] = c
+}
+
+// KeyOwner returns the object whose claim on the fingerprint wins.
+func (a *Authorizer) KeyOwner(fingerprint string) (ObjectRef, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c := a.claims[fingerprint]
+	if len(c) == 0 {
+		return ObjectRef{}, false
+	}
+	return c[0], true
+}
+
+// UserForKey returns the identity a fingerprint logs in as.
+func (a *Authorizer) UserForKey(fingerprint string) (Identity, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c := a.claims[fingerprint]
+	if len(c) == 0 {
+		return Identity{}, false
+	}
+	return Identity{User: a.keys[c[0]].User, Key: c[0], Fingerprint: fingerprint}, true
+}
+
+// SetProject adds or replaces the project of the object ref. A changed
+// OWNER/NAME drops the object's claim on the old one.
+func (a *Authorizer) SetProject(ref ObjectRef, p Project) {
+	p.Members = cloneMembers(p.Members)
+	if p.Visibility == "" {
+		p.Visibility = Private
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.removeProjectLocked(ref)
+	a.projects[ref] = p
+	n := projectName{p.Owner, p.Name}
+	c := append(a.names[n], ref)
+	slices.SortFunc(c, olderFirst(func(r ObjectRef) time.Time { return a.projects[r].Created }))
+	a.names[n] = c
+}
+
+func cloneMembers(m map[string]Role) map[string]Role {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]Role, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// RemoveProject forgets the project of the object ref; the next oldest
+// claimant of the same OWNER/NAME, if any, takes over.
+func (a *Authorizer) RemoveProject(ref ObjectRef) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.removeProjectLocked(ref)
+}
+
+func (a *Authorizer) removeProjectLocked(ref ObjectRef) {
+	old, ok := a.projects[ref]
+	if !ok {
+		return
+	}
+	delete(a.projects, ref)
+	n := projectName{old.Owner, old.Name}
+	c := slices.DeleteFunc(slices.Clone(a.names[n]), func(r ObjectRef) bool { return r == ref })
+	if len(c) == 0 {
+		delete(a.names, n)
+		return
+	}
+	a.names[n] = c
+}
+
+// ProjectOwner returns the object whose claim on OWNER/NAME wins.
+// The lookup is case-sensitive.
+func (a *Authorizer) ProjectOwner(owner, name string) (ObjectRef, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c := a.names[projectName{owner, name}]
+	if len(c) == 0 {
+		return ObjectRef{}, false
+	}
+	return c[0], true
+}
+
+// Authorize reports whether user may have access to the project OWNER/NAME,
+// and if so which repository to work on. The rules:
+//   - a user named like the owner is Admin;
+//   - members get their role (Write implies Read, Admin implies Write);
+//   - Public projects are readable by every authenticated user (any non-empty
+//     user name, which the SSH server only has after a registered key logged in);
+//   - anything else, including an unknown project, is refused.
+//
+// Names are compared case-sensitively: "Acme/API" and "acme/api" are two projects.
+func (a *Authorizer) Authorize(user, owner, name string, access Access) (Repository, bool) {
+	if user == "" {
+		return Repository{}, false
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c := a.names[projectName{owner, name}]
+	if len(c) == 0 {
+		return Repository{}, false
+	}
+	p := a.projects[c[0]]
+	role := p.Members[user]
+	if user == p.Owner {
+		role = RoleAdmin
+	}
+	if !role.allows(access) && !(p.Visibility == Public && access == AccessRead) {
+		return Repository{}, false
+	}
+	return Repository{Path: p.RepositoryPath, Project: c[0], Owner: p.Owner, Name: p.Name}, true
+}

@@ -1,0 +1,236 @@
+package authorizer
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+var (
+	t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1 = t0.Add(time.Hour)
+	t2 = t0.Add(2 * time.Hour)
+)
+
+func ref(name string) ObjectRef { return ObjectRef{Namespace: "default", Name: name} }
+
+func TestObjectRefString(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(ObjectRef{Namespace: "ns", Name: "n"}.String()).To(Equal("ns/n"))
+}
+
+func TestKeys(t *testing.T) {
+	type op struct {
+		set    bool
+		ref    string
+		fp     string
+		user   string
+		create time.Time
+	}
+	set := func(r, fp, user string, c time.Time) op { return op{true, r, fp, user, c} }
+	del := func(r string) op { return op{ref: r} }
+	tests := []struct {
+		name      string
+		ops       []op
+		fp        string
+		wantUser  string
+		wantOwner string // "" = no owner
+	}{
+		{name: "unknown key", fp: "SHA256:x"},
+		{name: "one key", ops: []op{set("a", "SHA256:x", "alice", t0)}, fp: "SHA256:x", wantUser: "alice", wantOwner: "a"},
+		{name: "older wins even when added later",
+			ops: []op{set("new", "SHA256:x", "mallory", t1), set("old", "SHA256:x", "alice", t0)},
+			fp:  "SHA256:x", wantUser: "alice", wantOwner: "old"},
+		{name: "tie broken by ref string",
+			ops: []op{set("b", "SHA256:x", "bob", t0), set("a", "SHA256:x", "alice", t0)},
+			fp:  "SHA256:x", wantUser: "alice", wantOwner: "a"},
+		{name: "next claimant takes over when the winner is removed",
+			ops: []op{set("old", "SHA256:x", "alice", t0), set("mid", "SHA256:x", "bob", t1), set("new", "SHA256:x", "carol", t2), del("old")},
+			fp:  "SHA256:x", wantUser: "bob", wantOwner: "mid"},
+		{name: "removing a loser keeps the winner",
+			ops: []op{set("old", "SHA256:x", "alice", t0), set("new", "SHA256:x", "bob", t1), del("new")},
+			fp:  "SHA256:x", wantUser: "alice", wantOwner: "old"},
+		{name: "removing the only claimant revokes",
+			ops: []op{set("a", "SHA256:x", "alice", t0), del("a")}, fp: "SHA256:x"},
+		{name: "changed fingerprint drops the old claim",
+			ops: []op{set("a", "SHA256:x", "alice", t0), set("a", "SHA256:y", "alice", t0)}, fp: "SHA256:x"},
+		{name: "changed fingerprint hands the old one to the next claimant",
+			ops: []op{set("a", "SHA256:x", "alice", t0), set("b", "SHA256:x", "bob", t1), set("a", "SHA256:y", "alice", t0)},
+			fp:  "SHA256:x", wantUser: "bob", wantOwner: "b"},
+		{name: "new fingerprint is claimed after a change",
+			ops: []op{set("a", "SHA256:x", "alice", t0), set("a", "SHA256:y", "alice", t0)}, fp: "SHA256:y", wantUser: "alice", wantOwner: "a"},
+		{name: "changed user is seen",
+			ops: []op{set("a", "SHA256:x", "alice", t0), set("a", "SHA256:x", "alicia", t0)}, fp: "SHA256:x", wantUser: "alicia", wantOwner: "a"},
+		{name: "removing an unknown ref is a no-op",
+			ops: []op{set("a", "SHA256:x", "alice", t0), del("zzz")}, fp: "SHA256:x", wantUser: "alice", wantOwner: "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			a := New()
+			for _, o := range tt.ops {
+				if o.set {
+					a.SetKey(ref(o.ref), Key{Fingerprint: o.fp, User: o.user, Created: o.create})
+				} else {
+					a.RemoveKey(ref(o.ref))
+				}
+			}
+			id, ok := a.UserForKey(tt.fp)
+			owner, ownerOK := a.KeyOwner(tt.fp)
+			if tt.wantOwner == "" {
+				g.Expect(ok).To(BeFalse())
+				g.Expect(ownerOK).To(BeFalse())
+				return
+			}
+			g.Expect(ok).To(BeTrue())
+			g.Expect(id).To(Equal(Identity{User: tt.wantUser, Key: ref(tt.wantOwner), Fingerprint: tt.fp}))
+			g.Expect(ownerOK).To(BeTrue())
+			g.Expect(owner).To(Equal(ref(tt.wantOwner)))
+		})
+	}
+}
+
+func TestProjectOwner(t *testing.T) {
+	g := NewWithT(t)
+	a := New()
+	a.SetProject(ref("new"), Project{Owner: "acme", Name: "api", RepositoryPath: "/new", Created: t1})
+	a.SetProject(ref("old"), Project{Owner: "acme", Name: "api", RepositoryPath: "/old", Created: t0})
+
+	owner, ok := a.ProjectOwner("acme", "api")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(owner).To(Equal(ref("old")))
+	repo, ok := a.Authorize("acme", "acme", "api", AccessWrite)
+	g.Expect(ok).To(BeTrue())
+	g.Expect(repo).To(Equal(Repository{Path: "/old", Project: ref("old"), Owner: "acme", Name: "api"}))
+
+	_, ok = a.ProjectOwner("Acme", "api")
+	g.Expect(ok).To(BeFalse(), "lookups are case-sensitive")
+
+	a.RemoveProject(ref("old"))
+	owner, ok = a.ProjectOwner("acme", "api")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(owner).To(Equal(ref("new")), "the next claimant takes over")
+	repo, _ = a.Authorize("acme", "acme", "api", AccessRead)
+	g.Expect(repo.Path).To(Equal("/new"))
+
+	a.SetProject(ref("new"), Project{Owner: "acme", Name: "web", RepositoryPath: "/web", Created: t1})
+	_, ok = a.ProjectOwner("acme", "api")
+	g.Expect(ok).To(BeFalse(), "a renamed project gives up its old name")
+	_, ok = a.ProjectOwner("acme", "web")
+	g.Expect(ok).To(BeTrue())
+
+	a.RemoveProject(ref("new"))
+	_, ok = a.ProjectOwner("acme", "web")
+	g.Expect(ok).To(BeFalse())
+}
+
+func TestAuthorize(t *testing.T) {
+	a := New()
+	a.SetProject(ref("private"), Project{Owner: "acme", Name: "private", RepositoryPath: "/r/acme/private.git",
+		Members: map[string]Role{"reader": RoleRead, "writer": RoleWrite, "admin": RoleAdmin, "nobody": RoleNone}})
+	a.SetProject(ref("public"), Project{Owner: "acme", Name: "public", Visibility: Public, RepositoryPath: "/r/acme/public.git",
+		Members: map[string]Role{"writer": RoleWrite}})
+	tests := []struct {
+		user, owner, name string
+		access            Access
+		want              bool
+	}{
+		{"acme", "acme", "private", AccessRead, true},
+		{"acme", "acme", "private", AccessWrite, true},
+		{"reader", "acme", "private", AccessRead, true},
+		{"reader", "acme", "private", AccessWrite, false},
+		{"writer", "acme", "private", AccessRead, true},
+		{"writer", "acme", "private", AccessWrite, true},
+		{"admin", "acme", "private", AccessWrite, true},
+		{"nobody", "acme", "private", AccessRead, false},
+		{"stranger", "acme", "private", AccessRead, false},
+		{"Acme", "acme", "private", AccessRead, false},
+		{"acme", "acme", "Private", AccessRead, false},
+		{"stranger", "acme", "public", AccessRead, true},
+		{"stranger", "acme", "public", AccessWrite, false},
+		{"writer", "acme", "public", AccessWrite, true},
+		{"", "acme", "public", AccessRead, false},
+		{"acme", "acme", "missing", AccessRead, false},
+		{"acme", "acme", "private", Access(0), false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %s/%s %s", tt.user, tt.owner, tt.name, tt.access), func(t *testing.T) {
+			g := NewWithT(t)
+			repo, ok := a.Authorize(tt.user, tt.owner, tt.name, tt.access)
+			g.Expect(ok).To(Equal(tt.want))
+			if tt.want {
+				g.Expect(repo.Path).To(Equal("/r/" + tt.owner + "/" + tt.name + ".git"))
+				g.Expect(repo.Project).To(Equal(ref(tt.name)))
+			} else {
+				g.Expect(repo).To(BeZero())
+			}
+		})
+	}
+}
+
+func TestSetProjectCopiesMembers(t *testing.T) {
+	g := NewWithT(t)
+	a := New()
+	m := map[string]Role{"bob": RoleRead}
+	a.SetProject(ref("p"), Project{Owner: "acme", Name: "p", Members: m})
+	m["bob"] = RoleWrite
+	_, ok := a.Authorize("bob", "acme", "p", AccessWrite)
+	g.Expect(ok).To(BeFalse())
+}
+
+// TestConcurrentReadersAndWriters is meant for -race: reconcilers write while
+// logins read, and a key that is never removed stays visible throughout.
+func TestConcurrentReadersAndWriters(t *testing.T) {
+	g := NewWithT(t)
+	a := New()
+	a.SetKey(ref("stable"), Key{Fingerprint: "SHA256:stable", User: "alice", Created: t0})
+	a.SetProject(ref("stable"), Project{Owner: "alice", Name: "p", Created: t0})
+
+	var wg sync.WaitGroup
+	var failures sync.Map
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				r := ref(fmt.Sprintf("w%d-%d", w, i%10))
+				fp := fmt.Sprintf("SHA256:%d", i%7)
+				a.SetKey(r, Key{Fingerprint: fp, User: "u", Created: t1})
+				a.SetProject(r, Project{Owner: "o", Name: fmt.Sprint(i % 5), Members: map[string]Role{"u": RoleRead}, Created: t1})
+				if i%3 == 0 {
+					a.RemoveKey(r)
+					a.RemoveProject(r)
+				}
+			}
+		})
+	}
+	for range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				if id, ok := a.UserForKey("SHA256:stable"); !ok || id.User != "alice" {
+					failures.Store("UserForKey", id)
+				}
+				if _, ok := a.Authorize("alice", "alice", "p", AccessWrite); !ok {
+					failures.Store("Authorize", i)
+				}
+				a.UserForKey(fmt.Sprintf("SHA256:%d", i%7))
+				a.KeyOwner(fmt.Sprintf("SHA256:%d", i%7))
+				a.ProjectOwner("o", fmt.Sprint(i%5))
+				a.Authorize("u", "o", fmt.Sprint(i%5), AccessRead)
+			}
+		})
+	}
+	wg.Wait()
+	failures.Range(func(k, v any) bool {
+		t.Errorf("%v failed during concurrent writes: %v", k, v)
+		return true
+	})
+	// Every writer's last touch of each ref is a SetKey unless i%3 == 0;
+	// either way claims must be consistent with keys.
+	for fp, c := range a.claims {
+		for _, r := range c {
+			g.Expect(a.keys[r].Fingerprint).To(Equal(fp))
+		}
+	}
+}
