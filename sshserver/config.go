@@ -1,0 +1,122 @@
+package sshserver
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Config holds the server's limits. A zero field takes the documented
+// default; for durations and counts where it is said so, a negative value
+// turns the limit off.
+type Config struct {
+	// User is the only SSH user name accepted. Default "git".
+	User string
+	// LoginGraceTime bounds the whole handshake, key exchange and
+	// authentication included. Default 30s.
+	LoginGraceTime time.Duration
+	// MaxAuthTries is the number of failed authentication attempts (keys
+	// offered and refused count) before the connection is cut. Default 6.
+	MaxAuthTries int
+	// MaxUnauthenticatedConns caps connections still in the handshake; more
+	// are closed at once. Default 64.
+	MaxUnauthenticatedConns int
+	// MaxConns caps all connections; more are closed at once. Default 1024.
+	MaxConns int
+	// MaxSessionsPerConn caps open session channels on one connection.
+	// Default 10, as OpenSSH's MaxSessions.
+	MaxSessionsPerConn int
+	// IdleTimeout closes an authenticated connection that has had no open
+	// session for this long. Default 2m; negative turns it off.
+	IdleTimeout time.Duration
+	// KeepaliveInterval is how often a keepalive@openssh.com request is sent;
+	// after KeepaliveCountMax unanswered ones the connection is cut.
+	// Defaults 15s and 3; a negative interval turns keepalives off.
+	KeepaliveInterval time.Duration
+	KeepaliveCountMax int
+	// MaxSessionDuration kills a git command running longer. Default 0: none.
+	MaxSessionDuration time.Duration
+	// ShutdownGracePeriod bounds how long Shutdown waits for running
+	// commands, on top of Shutdown's context. Default 30s.
+	ShutdownGracePeriod time.Duration
+	// CopyBufferSize is the buffer used for each stream between the SSH
+	// channel and git. Default 128 KiB.
+	CopyBufferSize int
+	// GitBinary is the git executable, looked up in PATH. Default "git".
+	GitBinary string
+	// ServerVersion is the SSH identification string. Default "SSH-2.0-gitssh".
+	ServerVersion string
+}
+
+// Defaults.
+const (
+	DefaultUser                    = "git"
+	DefaultLoginGraceTime          = 30 * time.Second
+	DefaultMaxAuthTries            = 6
+	DefaultMaxUnauthenticatedConns = 64
+	DefaultMaxConns                = 1024
+	DefaultMaxSessionsPerConn      = 10
+	DefaultIdleTimeout             = 2 * time.Minute
+	DefaultKeepaliveInterval       = 15 * time.Second
+	DefaultKeepaliveCountMax       = 3
+	DefaultShutdownGracePeriod     = 30 * time.Second
+	DefaultCopyBufferSize          = 128 << 10
+	DefaultGitBinary               = "git"
+	DefaultServerVersion           = "SSH-2.0-gitssh"
+)
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (c Config) withDefaults() (Config, error) {
+	c.User = orDefault(c.User, DefaultUser)
+	c.LoginGraceTime = orDefault(c.LoginGraceTime, DefaultLoginGraceTime)
+	c.MaxAuthTries = orDefault(c.MaxAuthTries, DefaultMaxAuthTries)
+	c.MaxUnauthenticatedConns = orDefault(c.MaxUnauthenticatedConns, DefaultMaxUnauthenticatedConns)
+	c.MaxConns = orDefault(c.MaxConns, DefaultMaxConns)
+	c.MaxSessionsPerConn = orDefault(c.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
+	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
+	c.KeepaliveInterval = orDefault(c.KeepaliveInterval, DefaultKeepaliveInterval)
+	c.KeepaliveCountMax = orDefault(c.KeepaliveCountMax, DefaultKeepaliveCountMax)
+	c.ShutdownGracePeriod = orDefault(c.ShutdownGracePeriod, DefaultShutdownGracePeriod)
+	c.CopyBufferSize = orDefault(c.CopyBufferSize, DefaultCopyBufferSize)
+	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
+	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
+	switch {
+	case c.LoginGraceTime < 0:
+		return c, fmt.Errorf("LoginGraceTime must be positive")
+	case c.MaxAuthTries < 0, c.MaxUnauthenticatedConns < 0, c.MaxConns < 0, c.MaxSessionsPerConn < 0, c.KeepaliveCountMax < 0:
+		return c, fmt.Errorf("connection, session and auth limits must be positive")
+	case c.MaxSessionDuration < 0 || c.ShutdownGracePeriod < 0:
+		return c, fmt.Errorf("MaxSessionDuration and ShutdownGracePeriod must not be negative")
+	case c.CopyBufferSize < 4096:
+		return c, fmt.Errorf("CopyBufferSize must be at least 4096")
+	}
+	return c, nil
+}
+
+// Algorithms: modern only. Strict KEX (CVE-2023-48795) is always offered by
+// x/crypto's server side; the curve25519 entry also enables the libssh.org alias.
+var (
+	keyExchanges = []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519}
+	ciphers      = []string{
+		ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM,
+		ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR,
+	}
+	macs = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM}
+	// publicKeyAuthAlgorithms leaves out ssh-dss and SHA-1 ssh-rsa signatures.
+	publicKeyAuthAlgorithms = []string{
+		ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
+		ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
+	}
+)
+
+// minClientRSABits is the smallest RSA user key accepted.
+const minClientRSABits = 2048

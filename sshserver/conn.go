@@ -1,0 +1,238 @@
+package sshserver
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/ssh"
+)
+
+// Permissions extensions carrying the verified identity.
+const (
+	extUser         = "gitssh-user"
+	extKeyNamespace = "gitssh-key-namespace"
+	extKeyName      = "gitssh-key-name"
+	extFingerprint  = "gitssh-fingerprint"
+)
+
+// conn is one client connection, from accept to close.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	log    logr.Logger
+	ctx    context.Context // ends when the connection closes or on forced shutdown
+	cancel context.CancelFunc
+	id     Identity
+
+	// guarded by s.mu
+	sessions int
+	idle     *time.Timer
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(s.killCtx)
+	remote := nc.RemoteAddr().String()
+	return &conn{s: s, nc: nc, remote: remote, ctx: ctx, cancel: cancel,
+		log: s.log.WithValues("remote", remote)}
+}
+
+func (c *conn) close() {
+	c.cancel()
+	c.nc.Close()
+}
+
+// authState follows one handshake: which registered keys were offered.
+type authState struct {
+	mu      sync.Mutex
+	offered map[string]Identity
+}
+
+func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
+	cfg := &ssh.ServerConfig{
+		Config: ssh.Config{
+			KeyExchanges: keyExchanges,
+			Ciphers:      ciphers,
+			MACs:         macs,
+		},
+		PublicKeyAuthAlgorithms: publicKeyAuthAlgorithms,
+		MaxAuthTries:            c.s.cfg.MaxAuthTries,
+		ServerVersion:           c.s.cfg.ServerVersion,
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if meta.User() != c.s.cfg.User {
+				return nil, errors.New("wrong user")
+			}
+			if err := checkClientKey(key); err != nil {
+				return nil, err
+			}
+			fp := ssh.FingerprintSHA256(key)
+			id, ok := c.s.auth.UserForKey(fp)
+			if !ok {
+				return nil, errors.New("unknown key")
+			}
+			st.mu.Lock()
+			st.offered[fp] = id
+			st.mu.Unlock()
+			return &ssh.Permissions{}, nil
+		},
+		// The identity is taken here, once the signature is verified, and
+		// looked up again: the key may have been revoked since it was offered.
+		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			id, ok := c.s.auth.UserForKey(ssh.FingerprintSHA256(key))
+			if !ok {
+				return nil, errors.New("key revoked")
+			}
+			return &ssh.Permissions{Extensions: map[string]string{
+				extUser:         id.User,
+				extKeyNamespace: id.Key.Namespace,
+				extKeyName:      id.Key.Name,
+				extFingerprint:  id.Fingerprint,
+			}}, nil
+		},
+	}
+	for _, k := range c.s.hostKeys {
+		cfg.AddHostKey(k)
+	}
+	return cfg
+}
+
+// checkClientKey refuses certificates (identities are plain keys) and weak keys.
+func checkClientKey(key ssh.PublicKey) error {
+	if _, ok := key.(*ssh.Certificate); ok {
+		return errors.New("certificates are not accepted")
+	}
+	switch key.Type() {
+	case ssh.KeyAlgoRSA:
+		ck, ok := key.(ssh.CryptoPublicKey)
+		if !ok {
+			return errors.New("unreadable RSA key")
+		}
+		if rk, ok := ck.CryptoPublicKey().(*rsa.PublicKey); !ok || rk.N.BitLen() < minClientRSABits {
+			return errors.New("RSA key too short")
+		}
+	case ssh.InsecureKeyAlgoDSA:
+		return errors.New("DSA keys are not accepted")
+	}
+	return nil
+}
+
+func identityFrom(p *ssh.Permissions) Identity {
+	e := p.Extensions
+	id := Identity{User: e[extUser], Fingerprint: e[extFingerprint]}
+	id.Key.Namespace, id.Key.Name = e[extKeyNamespace], e[extKeyName]
+	return id
+}
+
+func (c *conn) serve() {
+	start := time.Now()
+	defer c.s.forget(c)
+	defer c.close()
+
+	st := &authState{offered: map[string]Identity{}}
+	c.nc.SetDeadline(start.Add(c.s.cfg.LoginGraceTime))
+	sc, chans, globalReqs, err := ssh.NewServerConn(c.nc, c.serverConfig(st))
+	stay := c.s.handshakeDone(c)
+	var verified string
+	if err == nil {
+		c.id = identityFrom(sc.Permissions)
+		verified = c.id.Fingerprint
+	}
+	for fp, id := range st.offered {
+		if fp != verified {
+			c.s.rec.KeyRefused(id)
+			c.log.Info("Refused key offered without proof", "user", id.User, "key", id.Key.String(), "fingerprint", fp)
+		}
+	}
+	if err != nil {
+		c.log.V(1).Info("Refused login", "reason", err.Error(), "duration", time.Since(start))
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.log = c.log.WithValues("user", c.id.User, "key", c.id.Key.String(), "fingerprint", c.id.Fingerprint)
+	c.s.rec.LoginSucceeded(c.id)
+	c.log.V(1).Info("Accepted login", "clientVersion", string(sc.ClientVersion()))
+	defer func() { c.log.Info("Closed connection", "duration", time.Since(start)) }()
+	if !stay {
+		return
+	}
+
+	go refuseGlobalRequests(globalReqs)
+	if c.s.cfg.KeepaliveInterval > 0 {
+		go c.keepalive(sc)
+	}
+	if c.s.cfg.IdleTimeout > 0 {
+		c.s.mu.Lock()
+		c.idle = time.AfterFunc(c.s.cfg.IdleTimeout, func() {
+			c.log.Info("Closed idle connection")
+			c.close()
+		})
+		c.s.mu.Unlock()
+		defer c.idle.Stop()
+	}
+
+	var sessions sync.WaitGroup
+	for nc := range chans {
+		if nc.ChannelType() != "session" {
+			c.log.Info("Refused channel", "type", nc.ChannelType())
+			nc.Reject(ssh.Prohibited, "gitssh only allows session channels")
+			continue
+		}
+		if !c.s.sessionStarted(c) {
+			nc.Reject(ssh.ResourceShortage, "too many sessions or shutting down")
+			continue
+		}
+		sessions.Go(func() {
+			defer c.s.sessionEnded(c)
+			c.session(nc)
+		})
+	}
+	c.cancel()
+	sessions.Wait()
+}
+
+// refuseGlobalRequests answers no to tcpip-forward, streamlocal forwarding,
+// keepalives from the client and anything else.
+func refuseGlobalRequests(reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		if r.WantReply {
+			r.Reply(false, nil)
+		}
+	}
+}
+
+// keepalive cuts the connection after KeepaliveCountMax unanswered keepalives.
+func (c *conn) keepalive(sc *ssh.ServerConn) {
+	t := time.NewTicker(c.s.cfg.KeepaliveInterval)
+	defer t.Stop()
+	answered := make(chan struct{}, 1)
+	answered <- struct{}{}
+	missed := 0
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		select {
+		case <-answered:
+			missed = 0
+			go func() {
+				if _, _, err := sc.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+					answered <- struct{}{}
+				}
+			}()
+		default:
+			missed++
+			if missed >= c.s.cfg.KeepaliveCountMax {
+				c.log.Info("Closed unresponsive connection", "keepalivesMissed", missed)
+				c.close()
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,43 @@
+package sshserver
+
+import "github.com/gitssh-dev/gitssh/internal/authorizer"
+
+// Identity and Repository are the authorizer's; aliased for readability.
+type (
+	Identity   = authorizer.Identity
+	Repository = authorizer.Repository
+)
+
+// Authorizer is what the server asks on every login and command.
+// *authorizer.Authorizer satisfies it.
+type Authorizer interface {
+	// UserForKey returns who a key fingerprint (ssh.FingerprintSHA256) logs in as.
+	UserForKey(fingerprint string) (Identity, bool)
+	// Authorize returns the repository user may access, if any.
+	Authorize(user, owner, project string, access authorizer.Access) (Repository, bool)
+}
+
+// Recorder is told what happened, for "last used" bookkeeping. The server
+// calls it inline on the connection's goroutine: implementations must return
+// quickly and never block (record in memory, flush elsewhere).
+type Recorder interface {
+	// LoginSucceeded: the identity's key was verified.
+	LoginSucceeded(Identity)
+	// KeyRefused: a registered key was offered but never proven by the end of
+	// the handshake, or its user was refused the repository it asked for.
+	KeyRefused(Identity)
+	// Pushed: git-receive-pack succeeded.
+	Pushed(Repository)
+	// Fetched: git-upload-pack or git-upload-archive succeeded.
+	Fetched(Repository)
+}
+
+// NopRecorder records nothing.
+type NopRecorder struct{}
+
+func (NopRecorder) LoginSucceeded(Identity) {}
+func (NopRecorder) KeyRefused(Identity)     {}
+func (NopRecorder) Pushed(Repository)       {}
+func (NopRecorder) Fetched(Repository)      {}
+
+var _ Authorizer = (*authorizer.Authorizer)(nil)

@@ -1,0 +1,247 @@
+// Package sshserver is gitssh's SSH server: public-key login, session
+// channels, and git's pack commands run on bare repositories. It knows SSH
+// and git, nothing of Kubernetes: it asks an Authorizer and tells a Recorder.
+package sshserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("sshserver: server closed")
+
+// Server is a git-over-SSH server. Create it with New.
+type Server struct {
+	cfg      Config
+	hostKeys []ssh.Signer
+	auth     Authorizer
+	rec      Recorder
+	log      logr.Logger
+
+	// killAll ends every running command and connection (forced shutdown).
+	killCtx context.Context
+	killAll context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	unauth    int
+	draining  bool
+	connsWG   sync.WaitGroup
+}
+
+// New returns a server. hostKeys must hold at least one signer (see
+// internal/hostkeys); rec may be nil.
+func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log logr.Logger) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("invalid SSH server config: %w", err)
+	}
+	if len(hostKeys) == 0 {
+		return nil, errors.New("at least one host key is needed")
+	}
+	if auth == nil {
+		return nil, errors.New("an Authorizer is needed")
+	}
+	if rec == nil {
+		rec = NopRecorder{}
+	}
+	killCtx, killAll := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, hostKeys: hostKeys, auth: auth, rec: rec, log: log,
+		killCtx: killCtx, killAll: killAll,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+	}, nil
+}
+
+// ListenAndServe listens on the TCP address and serves until Shutdown.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l until Shutdown, then returns ErrServerClosed.
+// It closes l when it returns.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	s.log.Info("Started SSH server", "address", l.Addr().String())
+
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isDraining() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Error(err, "Failed to accept connection, retrying", "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c, reason := s.admit(nc)
+		if c == nil {
+			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "reason", reason)
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// admit registers a new connection, or says why not.
+func (s *Server) admit(nc net.Conn) (*conn, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return nil, "shutting down"
+	case len(s.conns) >= s.cfg.MaxConns:
+		return nil, "too many connections"
+	case s.unauth >= s.cfg.MaxUnauthenticatedConns:
+		return nil, "too many unauthenticated connections"
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	s.unauth++
+	s.connsWG.Add(1)
+	return c, ""
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Serving reports whether the server is accepting connections: Serve is
+// running and Shutdown has not been called. Use it for readiness.
+func (s *Server) Serving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.draining && len(s.listeners) > 0
+}
+
+// Shutdown stops accepting connections, closes connections that run no
+// command, and waits for running commands to finish and their clients to
+// disconnect. When ctx ends or Config.ShutdownGracePeriod passes first, it
+// kills the commands (their whole process groups), closes every connection
+// and returns the context's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGracePeriod)
+	defer cancel()
+
+	s.mu.Lock()
+	if !s.draining {
+		s.draining = true
+		for l := range s.listeners {
+			l.Close()
+		}
+		for c := range s.conns {
+			if c.sessions == 0 {
+				c.close()
+			}
+		}
+		s.log.Info("Shutting down SSH server", "connections", len(s.conns))
+	}
+	s.mu.Unlock()
+
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			s.log.Info("Shut down SSH server")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.killAll()
+			s.mu.Lock()
+			for c := range s.conns {
+				c.close()
+			}
+			s.mu.Unlock()
+			s.connsWG.Wait()
+			s.log.Info("Shut down SSH server, cutting running commands", "connections", n)
+			return ctx.Err()
+		case <-poll.C:
+		}
+	}
+}
+
+// sessionStarted counts a session on c; false when draining or over the limit.
+func (s *Server) sessionStarted(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining || c.sessions >= s.cfg.MaxSessionsPerConn {
+		return false
+	}
+	c.sessions++
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	return true
+}
+
+func (s *Server) sessionEnded(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.sessions--
+	if c.sessions > 0 {
+		return
+	}
+	if s.draining {
+		c.close()
+	} else if c.idle != nil {
+		c.idle.Reset(s.cfg.IdleTimeout)
+	}
+}
+
+// authenticated moves c out of the unauthenticated count. It reports false
+// when the server is draining and c should go.
+func (s *Server) handshakeDone(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unauth--
+	return !s.draining
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connsWG.Done()
+}

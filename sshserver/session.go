@@ -1,0 +1,283 @@
+package sshserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gitssh-dev/gitssh/internal/authorizer"
+	"golang.org/x/crypto/ssh"
+)
+
+// Exit statuses sent to clients.
+const (
+	exitShell          = 1
+	exitRefused        = 128 // what git itself uses for a missing repository
+	exitUnknownCommand = 127 // what a shell uses for a missing command
+)
+
+// session serves one session channel: at most one shell or exec request,
+// plus GIT_PROTOCOL through env. It returns when the channel is closed on
+// both sides, after the command it started has ended.
+func (c *conn) session(nc ssh.NewChannel) {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	var gitProtocol string
+	var started bool
+	var done sync.WaitGroup
+	for req := range reqs {
+		ok := false
+		switch req.Type {
+		case "env":
+			var kv struct{ Name, Value string }
+			if ssh.Unmarshal(req.Payload, &kv) == nil && !started && kv.Name == "GIT_PROTOCOL" && validGitProtocol(kv.Value) {
+				gitProtocol, ok = kv.Value, true
+			}
+		case "shell":
+			if !started {
+				started, ok = true, true
+				done.Go(func() { c.shell(ch) })
+			}
+		case "exec":
+			var e struct{ Command string }
+			if ssh.Unmarshal(req.Payload, &e) == nil && !started {
+				started, ok = true, true
+				done.Go(func() { c.exec(ctx, ch, e.Command, gitProtocol) })
+			}
+		default:
+			// pty-req, x11-req, auth-agent-req@openssh.com, subsystem (sftp),
+			// window-change, signal, ...: refused.
+			c.log.V(1).Info("Refused session request", "type", req.Type)
+		}
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+	}
+	// The client closed the channel or went away: stop what still runs.
+	cancel()
+	done.Wait()
+}
+
+// validGitProtocol accepts values like "version=2" or "version=2:key=value".
+func validGitProtocol(v string) bool {
+	if v == "" || len(v) > 256 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !isAlnum(c) && !strings.ContainsRune("=:.,_-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *conn) shell(ch ssh.Channel) {
+	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.\n", c.id.User)
+	c.log.Info("Refused shell")
+	exit(ch, exitShell)
+}
+
+func exit(ch ssh.Channel, status int) {
+	ch.CloseWrite()
+	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	ch.Close()
+}
+
+func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string) {
+	cmd, err := ParseCommand(raw)
+	var pathErr *PathError
+	switch {
+	case errors.Is(err, ErrUnknownCommand):
+		fmt.Fprintf(ch.Stderr(), "gitssh: unknown command %s\n", quoteForMessage(raw))
+		c.log.Info("Refused unknown command", "command", quoteForMessage(raw))
+		exit(ch, exitUnknownCommand)
+		return
+	case errors.As(err, &pathErr):
+		fmt.Fprintf(ch.Stderr(), "gitssh: %v\n", err)
+		c.log.Info("Refused malformed repository path", "command", quoteForMessage(raw))
+		exit(ch, exitRefused)
+		return
+	case err != nil:
+		exit(ch, exitRefused)
+		return
+	}
+
+	access := authorizer.AccessRead
+	if cmd.Service == ReceivePack {
+		access = authorizer.AccessWrite
+	}
+	log := c.log.WithValues("command", cmd.Service, "repository", cmd.Owner+"/"+cmd.Project)
+	repo, ok := c.s.auth.Authorize(c.id.User, cmd.Owner, cmd.Project, access)
+	if ok && !isDir(repo.Path) {
+		log.Error(nil, "Found no repository directory for an authorized project", "path", repo.Path)
+		ok = false
+	}
+	if !ok {
+		// Missing and forbidden look the same to the client.
+		fmt.Fprintf(ch.Stderr(), "gitssh: repository %q not found or access denied\n", cmd.Owner+"/"+cmd.Project)
+		c.s.rec.KeyRefused(c.id)
+		log.Info("Denied access", "access", access.String())
+		exit(ch, exitRefused)
+		return
+	}
+
+	start := time.Now()
+	status, in, out, err := c.runGit(ctx, ch, cmd.Service, repo.Path, gitProtocol)
+	if err != nil {
+		log.Error(err, "Failed to run git command")
+	}
+	if status == 0 {
+		if cmd.Service == ReceivePack {
+			c.s.rec.Pushed(repo)
+		} else {
+			c.s.rec.Fetched(repo)
+		}
+	}
+	log.Info("Ran git command", "gitProtocol", gitProtocol, "bytesIn", in, "bytesOut", out,
+		"duration", time.Since(start), "exitStatus", status)
+	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	ch.Close()
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+var bufPool sync.Pool
+
+func (c *conn) getBuf() *[]byte {
+	if b, ok := bufPool.Get().(*[]byte); ok && len(*b) == c.s.cfg.CopyBufferSize {
+		return b
+	}
+	b := make([]byte, c.s.cfg.CopyBufferSize)
+	return &b
+}
+
+// runGit runs "git SERVICE DIR" with the channel as its stdio. It returns
+// the exit status for the client, bytes read from and written to the client,
+// and an error when git could not be run at all. The child gets its own
+// process group, killed when ctx ends (client gone, forced shutdown or
+// MaxSessionDuration).
+func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProtocol string) (status int, in, out int64, err error) {
+	if c.s.cfg.MaxSessionDuration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.s.cfg.MaxSessionDuration)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	git := exec.CommandContext(ctx, c.s.cfg.GitBinary, strings.TrimPrefix(service, "git-"), dir)
+	git.Dir = dir
+	git.Env = gitEnv(gitProtocol)
+	git.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	git.Cancel = func() error { return syscall.Kill(-git.Process.Pid, syscall.SIGKILL) }
+	git.WaitDelay = 5 * time.Second
+	stdin, err := git.StdinPipe()
+	if err != nil {
+		return exitRefused, 0, 0, err
+	}
+	stdout, err := git.StdoutPipe()
+	if err != nil {
+		return exitRefused, 0, 0, err
+	}
+	stderr, err := git.StderrPipe()
+	if err != nil {
+		return exitRefused, 0, 0, err
+	}
+	if err := git.Start(); err != nil {
+		fmt.Fprintf(ch.Stderr(), "gitssh: internal error\n")
+		return exitRefused, 0, 0, err
+	}
+
+	var inN, outN atomic.Int64
+	// Client to git; the client's EOF closes git's stdin. Not waited for:
+	// it ends when the channel closes.
+	go func() {
+		b := c.getBuf()
+		defer bufPool.Put(b)
+		copyCounting(stdin, ch, *b, &inN)
+		stdin.Close()
+	}()
+	var copies sync.WaitGroup
+	for _, p := range []struct {
+		dst io.Writer
+		src io.Reader
+	}{{ch, stdout}, {ch.Stderr(), stderr}} {
+		copies.Go(func() {
+			b := c.getBuf()
+			defer bufPool.Put(b)
+			if err := copyCounting(p.dst, p.src, *b, &outN); err != nil {
+				cancel() // the client is gone: nobody reads git's output
+			}
+		})
+	}
+	copies.Wait()
+	ch.CloseWrite() // stdout EOF before exit-status
+	err = git.Wait()
+	in, out = inN.Load(), outN.Load()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, in, out, nil
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), in, out, nil
+		}
+		return ee.ExitCode(), in, out, nil
+	default:
+		return exitRefused, in, out, err
+	}
+}
+
+// copyCounting copies with the given buffer (io.CopyBuffer would let
+// *os.File's WriteTo pick a smaller one) and counts bytes written.
+func copyCounting(dst io.Writer, src io.Reader, buf []byte, n *atomic.Int64) error {
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n.Add(int64(nw))
+			if werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// gitEnv is the whole environment git runs with: nothing from the client
+// but a validated GIT_PROTOCOL.
+func gitEnv(gitProtocol string) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := []string{"PATH=" + path}
+	if home := os.Getenv("HOME"); home != "" {
+		env = append(env, "HOME="+home)
+	}
+	if gitProtocol != "" {
+		env = append(env, "GIT_PROTOCOL="+gitProtocol)
+	}
+	return env
+}
