@@ -35,34 +35,46 @@ func (c *conn) session(nc ssh.NewChannel) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	var gitProtocol string
-	var started bool
+	var started, pty bool
 	var done sync.WaitGroup
 	for req := range reqs {
 		ok := false
+		var start func()
 		switch req.Type {
 		case "env":
 			var kv struct{ Name, Value string }
 			if ssh.Unmarshal(req.Payload, &kv) == nil && !started && kv.Name == "GIT_PROTOCOL" && validGitProtocol(kv.Value) {
 				gitProtocol, ok = kv.Value, true
 			}
+		case "pty-req":
+			// Accepted but no terminal is ever allocated: nothing interactive
+			// runs. Refusing it would make "ssh -tt" fail before the shell
+			// request could explain that.
+			if !started {
+				pty, ok = true, true
+			}
 		case "shell":
 			if !started {
-				started, ok = true, true
-				done.Go(func() { c.shell(ch) })
+				start = func() { c.shell(ch, pty) }
 			}
 		case "exec":
 			var e struct{ Command string }
 			if ssh.Unmarshal(req.Payload, &e) == nil && !started {
-				started, ok = true, true
-				done.Go(func() { c.exec(ctx, ch, e.Command, gitProtocol) })
+				start = func() { c.exec(ctx, ch, e.Command, gitProtocol) }
 			}
 		default:
-			// pty-req, x11-req, auth-agent-req@openssh.com, subsystem (sftp),
+			// x11-req, auth-agent-req@openssh.com, subsystem (sftp),
 			// window-change, signal, ...: refused.
 			c.log.V(1).Info("Refused session request", "type", req.Type)
 		}
+		if start != nil {
+			started, ok = true, true
+		}
 		if req.WantReply {
-			req.Reply(ok, nil)
+			req.Reply(ok, nil) // before the command can answer and close
+		}
+		if start != nil {
+			done.Go(start)
 		}
 	}
 	// The client closed the channel or went away: stop what still runs.
@@ -84,8 +96,12 @@ func validGitProtocol(v string) bool {
 	return true
 }
 
-func (c *conn) shell(ch ssh.Channel) {
-	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.\n", c.id.User)
+func (c *conn) shell(ch ssh.Channel, pty bool) {
+	eol := "\n"
+	if pty {
+		eol = "\r\n" // the client's terminal is in raw mode
+	}
+	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.%s", c.id.User, eol)
 	c.log.Info("Refused shell")
 	exit(ch, exitShell)
 }
