@@ -1,0 +1,51 @@
+/*
+Copyright 2026 The gitssh Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+// ConditionReady is the one condition type on every gitssh object: True when the object
+// does what it asks for, False with a reason below when it does not.
+const ConditionReady = "Ready"
+
+// Reasons of the Ready condition of an SSHPublicKey.
+const (
+	// ReasonKeyRegistered: the key parsed, is strong enough and is the only object holding
+	// it; it can log in.
+	ReasonKeyRegistered = "KeyRegistered"
+	// ReasonInvalidKey: spec.publicKey could not be parsed as an OpenSSH public key; the
+	// message carries the parse error.
+	ReasonInvalidKey = "InvalidKey"
+	// ReasonWeakKey: the key's algorithm or size is refused (DSA, RSA under 2048 bits).
+	ReasonWeakKey = "WeakKey"
+	// ReasonDuplicateKey: an older SSHPublicKey holds the same key; the message names it.
+	// One key never logs in as two users.
+	ReasonDuplicateKey = "DuplicateKey"
+)
+
+// Reasons of the Ready condition of a GitProject.
+const (
+	// ReasonRepositoryReady: the bare repository exists and is served at status.cloneURL.
+	ReasonRepositoryReady = "RepositoryReady"
+	// ReasonProjectConflict: an older GitProject already serves the same owner/project;
+	// the message names it.
+	ReasonProjectConflict = "ProjectConflict"
+	// ReasonRepositoryError: the repository could not be created or opened on the volume;
+	// the message carries the error.
+	ReasonRepositoryError = "RepositoryError"
+	// ReasonNotServing: the repository exists but the SSH server is not accepting
+	// connections yet, so there is no clone URL to show.
+	ReasonNotServing = "NotServing"
+)

@@ -1,0 +1,209 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
+)
+
+// These tests prove the CRD schema in config/crd/bases against a real kube-apiserver: what
+// it accepts, what it rejects and with which message, and what kubectl shows.
+
+var env *testenv.Environment
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, &env))
+}
+
+const validKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtAwG1YtmE6r/qE9Nx4lRkRCtsxrgSV/3IlPgBUkTn4 alice@laptop"
+
+func TestSamplesAreAccepted(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	for _, sample := range []struct {
+		file string
+		obj  client.Object
+	}{
+		{"sshpublickey.yaml", &v1alpha1.SSHPublicKey{}},
+		{"gitproject.yaml", &v1alpha1.GitProject{}},
+	} {
+		data, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "samples", sample.file))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(yaml.UnmarshalStrict(data, sample.obj)).To(Succeed(), sample.file)
+		sample.obj.SetNamespace(ns)
+		g.Expect(env.Client.Create(context.Background(), sample.obj)).To(Succeed(), sample.file)
+	}
+}
+
+func TestGitProjectDefaults(t *testing.T) {
+	g := NewWithT(t)
+	project := &v1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "defaults", Namespace: env.Namespace(t)},
+		Spec:       v1alpha1.GitProjectSpec{Owner: "acme", Project: "web"},
+	}
+	g.Expect(env.Client.Create(context.Background(), project)).To(Succeed())
+	g.Expect(project.Spec.Visibility).To(Equal(v1alpha1.VisibilityPrivate))
+	g.Expect(project.Spec.DefaultBranch).To(Equal("main"))
+	g.Expect(project.Spec.DeletionPolicy).To(Equal(v1alpha1.DeletionPolicyRetain))
+}
+
+func TestSSHPublicKeyRejections(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, tc := range []struct {
+		name    string
+		mutate  func(*v1alpha1.SSHPublicKeySpec)
+		message string
+	}{
+		{"empty user", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "" }, "user must be lower-case letters"},
+		{"upper-case user", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "Alice" }, "user must be lower-case letters"},
+		{"user ending in a dash", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "alice-" }, "user must be lower-case letters"},
+		{"user too long", func(s *v1alpha1.SSHPublicKeySpec) { s.User = strings.Repeat("a", 64) }, "spec.user: Too long"},
+		{"empty publicKey", func(s *v1alpha1.SSHPublicKeySpec) { s.PublicKey = "" }, "publicKey must be one OpenSSH public key line"},
+		{"publicKey not of key form", func(s *v1alpha1.SSHPublicKeySpec) { s.PublicKey = "hello world!" }, "publicKey must be one OpenSSH public key line"},
+		{"publicKey without base64", func(s *v1alpha1.SSHPublicKeySpec) { s.PublicKey = "ssh-ed25519" }, "publicKey must be one OpenSSH public key line"},
+		{"private key pasted", func(s *v1alpha1.SSHPublicKeySpec) {
+			s.PublicKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+		}, "publicKey must be one OpenSSH public key line"},
+		{"two keys on two lines", func(s *v1alpha1.SSHPublicKeySpec) { s.PublicKey = validKey + "\n" + validKey }, "publicKey must be one OpenSSH public key line"},
+		{"authorized_keys options", func(s *v1alpha1.SSHPublicKeySpec) { s.PublicKey = `command="sh" ` + validKey }, "publicKey must be one OpenSSH public key line"},
+		{"description too long", func(s *v1alpha1.SSHPublicKeySpec) { s.Description = strings.Repeat("x", 257) }, "spec.description: Too long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			key := &v1alpha1.SSHPublicKey{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "key-", Namespace: ns},
+				Spec:       v1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: validKey},
+			}
+			tc.mutate(&key.Spec)
+			err := env.Client.Create(context.Background(), key)
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(err.Error()).To(ContainSubstring(tc.message))
+		})
+	}
+
+	t.Run("the same spec without the mutation is accepted", func(t *testing.T) {
+		key := &v1alpha1.SSHPublicKey{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "key-", Namespace: ns},
+			Spec:       v1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: validKey, Description: strings.Repeat("x", 256)},
+		}
+		NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
+	})
+}
+
+func TestGitProjectRejections(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, tc := range []struct {
+		name    string
+		mutate  func(*v1alpha1.GitProjectSpec)
+		message string
+	}{
+		{"owner starting with a dot", func(s *v1alpha1.GitProjectSpec) { s.Owner = ".acme" }, "owner must be letters, digits"},
+		{"owner with a slash", func(s *v1alpha1.GitProjectSpec) { s.Owner = "acme/api" }, "owner must be letters, digits"},
+		{"owner with dot-dot", func(s *v1alpha1.GitProjectSpec) { s.Owner = "a..b" }, `owner must not contain ".."`},
+		{"owner ending in .git", func(s *v1alpha1.GitProjectSpec) { s.Owner = "acme.git" }, `owner must not end in ".git"`},
+		{"owner too long", func(s *v1alpha1.GitProjectSpec) { s.Owner = strings.Repeat("a", 101) }, "spec.owner: Too long"},
+		{"empty project", func(s *v1alpha1.GitProjectSpec) { s.Project = "" }, "project must be letters, digits"},
+		{"project with a space", func(s *v1alpha1.GitProjectSpec) { s.Project = "my api" }, "project must be letters, digits"},
+		{"project with a shell metacharacter", func(s *v1alpha1.GitProjectSpec) { s.Project = "api;rm" }, "project must be letters, digits"},
+		{"project ending in .git", func(s *v1alpha1.GitProjectSpec) { s.Project = "api.git" }, `project must not end in ".git"`},
+		{"unknown visibility", func(s *v1alpha1.GitProjectSpec) { s.Visibility = "Internal" }, `spec.visibility: Unsupported value: "Internal"`},
+		{"unknown role", func(s *v1alpha1.GitProjectSpec) {
+			s.Members = []v1alpha1.Member{{User: "bob", Role: "Owner"}}
+		}, `spec.members[0].role: Unsupported value: "Owner"`},
+		{"member with a bad user name", func(s *v1alpha1.GitProjectSpec) {
+			s.Members = []v1alpha1.Member{{User: "Bob", Role: v1alpha1.RoleRead}}
+		}, "member user must be lower-case letters"},
+		{"duplicate member", func(s *v1alpha1.GitProjectSpec) {
+			s.Members = []v1alpha1.Member{{User: "bob", Role: v1alpha1.RoleRead}, {User: "bob", Role: v1alpha1.RoleWrite}}
+		}, "spec.members[1]: Duplicate value"},
+		{"default branch with dot-dot", func(s *v1alpha1.GitProjectSpec) { s.DefaultBranch = "a..b" }, "defaultBranch must be a plain branch name"},
+		{"default branch ending in .lock", func(s *v1alpha1.GitProjectSpec) { s.DefaultBranch = "main.lock" }, "defaultBranch must be a plain branch name"},
+		{"default branch that is an option", func(s *v1alpha1.GitProjectSpec) { s.DefaultBranch = "--orphan" }, "defaultBranch must be a plain branch name"},
+		{"unknown deletion policy", func(s *v1alpha1.GitProjectSpec) { s.DeletionPolicy = "Orphan" }, `spec.deletionPolicy: Unsupported value: "Orphan"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			project := &v1alpha1.GitProject{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "project-", Namespace: ns},
+				Spec: v1alpha1.GitProjectSpec{
+					Owner: "acme", Project: "api",
+					Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleWrite}},
+				},
+			}
+			tc.mutate(&project.Spec)
+			err := env.Client.Create(context.Background(), project)
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(err.Error()).To(ContainSubstring(tc.message))
+		})
+	}
+}
+
+func TestGitProjectOwnerAndProjectAreImmutable(t *testing.T) {
+	ctx := context.Background()
+	g := NewWithT(t)
+	project := &v1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "immutable", Namespace: env.Namespace(t)},
+		Spec:       v1alpha1.GitProjectSpec{Owner: "acme", Project: "api"},
+	}
+	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
+
+	renamed := project.DeepCopy()
+	renamed.Spec.Owner = "umbrella"
+	err := env.Client.Update(ctx, renamed)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("owner is immutable"))
+
+	renamed = project.DeepCopy()
+	renamed.Spec.Project = "web"
+	err = env.Client.Update(ctx, renamed)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("project is immutable"))
+
+	// Everything else may change.
+	changed := project.DeepCopy()
+	changed.Spec.Visibility = v1alpha1.VisibilityPublic
+	changed.Spec.Members = []v1alpha1.Member{{User: "bob", Role: v1alpha1.RoleAdmin}}
+	g.Expect(env.Client.Update(ctx, changed)).To(Succeed())
+}
+
+func TestKubectlGetColumns(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(ctx, &v1alpha1.SSHPublicKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "alice-laptop", Namespace: ns},
+		Spec:       v1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: validKey},
+	})).To(Succeed())
+	g.Expect(env.Client.Create(ctx, &v1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-api", Namespace: ns},
+		Spec:       v1alpha1.GitProjectSpec{Owner: "acme", Project: "api"},
+	})).To(Succeed())
+
+	for _, tc := range []struct {
+		resource string
+		header   []string
+		row      []string
+	}{
+		{"sshkey", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
+		{"sshkeys", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
+		{"gitproj", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
+		{"gitprojects", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
+	} {
+		out, err := env.Kubectl(ctx, "get", tc.resource, "-n", ns)
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		g.Expect(lines).To(HaveLen(2), out)
+		g.Expect(strings.Join(strings.Fields(lines[0]), " ")).To(Equal(strings.Join(tc.header, " ")), "kubectl get %s header", tc.resource)
+		g.Expect(strings.Fields(lines[1])[:len(tc.row)]).To(Equal(tc.row), "kubectl get %s row", tc.resource)
+	}
+}
