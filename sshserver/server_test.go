@@ -166,7 +166,7 @@ func (e *env) sshArgs(user string) []string {
 		id = []string{"-i", e.keys[user]}
 	}
 	return append(id, "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-		"-o", "UserKnownHostsFile=" + e.known, "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", "-p", e.port)
+		"-o", "UserKnownHostsFile="+e.known, "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", "-p", e.port)
 }
 
 func (e *env) url(path string) string { return "ssh://git@127.0.0.1:" + e.port + "/" + path }
@@ -449,9 +449,9 @@ func TestForwardingRefused(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ok).To(BeFalse(), "agent forwarding")
 	ok, err = s.SendRequest("x11-req", true, ssh.Marshal(struct {
-		Single           bool
-		Proto, Cookie    string
-		Screen           uint32
+		Single        bool
+		Proto, Cookie string
+		Screen        uint32
 	}{false, "MIT-MAGIC-COOKIE-1", "00", 0}))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ok).To(BeFalse(), "X11 forwarding")
@@ -709,3 +709,99 @@ func processAlive(pid int) bool {
 }
 
 var syscallZero = syscall.Signal(0)
+
+// rawClient logs in as alice with x/crypto and hands back the connection's
+// global requests unanswered.
+func (e *env) rawClient(g *WithT) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request) {
+	cb, err := knownHostsCallback(e.known)
+	g.Expect(err).NotTo(HaveOccurred())
+	nc, err := net.Dial("tcp", e.addr)
+	g.Expect(err).NotTo(HaveOccurred())
+	c, chans, reqs, err := ssh.NewClientConn(nc, e.addr, &ssh.ClientConfig{User: "git",
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(e.signer("alice"))}, HostKeyCallback: cb, Timeout: 20 * time.Second})
+	g.Expect(err).NotTo(HaveOccurred())
+	return c, chans, reqs
+}
+
+// waitClosed waits for the server to close c, bounded by a watchdog.
+func waitClosed(g *WithT, c ssh.Conn) {
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	watchdog := time.AfterFunc(30*time.Second, func() { c.Close() })
+	defer watchdog.Stop()
+	<-done
+	g.Expect(watchdog.Stop()).To(BeTrue(), "the server must close the connection, not our watchdog")
+}
+
+func TestIdleTimeout(t *testing.T) {
+	e := newEnv(t, Config{IdleTimeout: 100 * time.Millisecond, KeepaliveInterval: -1})
+	g := NewWithT(t)
+	c, _, reqs := e.rawClient(g)
+	go ssh.DiscardRequests(reqs)
+	waitClosed(g, c)
+}
+
+func TestKeepalive(t *testing.T) {
+	e := newEnv(t, Config{KeepaliveInterval: 50 * time.Millisecond, KeepaliveCountMax: 2, IdleTimeout: -1})
+	g := NewWithT(t)
+
+	c, _, reqs := e.rawClient(g)
+	var r *ssh.Request
+	g.Eventually(reqs, 10*time.Second).Should(Receive(&r))
+	g.Expect(r.Type).To(Equal("keepalive@openssh.com"))
+	g.Expect(r.WantReply).To(BeTrue())
+	// Never answer: the server gives up on us.
+	go func() {
+		for range reqs {
+		}
+	}()
+	waitClosed(g, c)
+
+	// A client that answers stays, well past KeepaliveCountMax intervals.
+	c2, chans, reqs2 := e.rawClient(g)
+	defer c2.Close()
+	go func() {
+		for range chans {
+		}
+	}()
+	for range 5 {
+		g.Eventually(reqs2, 10*time.Second).Should(Receive(&r))
+		g.Expect(r.Reply(false, nil)).To(Succeed())
+	}
+	client := ssh.NewClient(c2, make(chan ssh.NewChannel), reqs2)
+	stderr, code := run(g, client, "nope")
+	g.Expect(code).To(Equal(127), stderr)
+}
+
+func TestMaxSessionDuration(t *testing.T) {
+	e := newEnv(t, Config{MaxSessionDuration: 300 * time.Millisecond})
+	g := NewWithT(t)
+	bare := filepath.Join(e.dir, "repos", "acme", "api.git")
+	started, _ := blockingHook(g, bare, e.dir)
+	work := filepath.Join(e.dir, "work")
+	e.git(e.dir, "init", "-q", "-b", "main", work)
+	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	out, err := e.gitAs("alice", work, "push", e.url("acme/api.git"), "HEAD:main")
+	g.Expect(err).To(HaveOccurred(), out)
+	pid := readPid(g, started)
+	g.Eventually(func() bool { return processAlive(pid) }, 10*time.Second).Should(BeFalse())
+	g.Expect(e.git(bare, "for-each-ref")).To(BeEmpty())
+}
+
+func TestMaxConns(t *testing.T) {
+	e := newEnv(t, Config{MaxConns: 1})
+	g := NewWithT(t)
+	c, err := e.client("alice")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+	_, err = e.client("alice")
+	g.Expect(err).To(HaveOccurred(), "over MaxConns")
+	c.Close()
+	g.Eventually(func() error {
+		c, err := e.client("alice")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}, 10*time.Second).Should(Succeed(), "a slot frees up when a connection closes")
+}
