@@ -67,7 +67,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 			if meta.User() != c.s.cfg.User {
 				return nil, errors.New("wrong user")
 			}
-			if err := checkClientKey(key); err != nil {
+			if err := CheckClientKey(key); err != nil {
 				return nil, err
 			}
 			fp := ssh.FingerprintSHA256(key)
@@ -101,8 +101,10 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 	return cfg
 }
 
-// checkClientKey refuses certificates (identities are plain keys) and weak keys.
-func checkClientKey(key ssh.PublicKey) error {
+// CheckClientKey says why a user key may not log in: certificates (identities are plain
+// keys), DSA keys and RSA keys under 2048 bits. The controllers apply the same rule when
+// they register a key, so a key shown as Ready is one the server accepts.
+func CheckClientKey(key ssh.PublicKey) error {
 	if _, ok := key.(*ssh.Certificate); ok {
 		return errors.New("certificates are not accepted")
 	}
