@@ -67,17 +67,34 @@ func Load(pems map[string][]byte) ([]ssh.Signer, error) {
 	slices.Sort(names)
 	var signers []ssh.Signer
 	for _, n := range names {
-		s, err := ssh.ParsePrivateKey(pems[n])
-		if err != nil {
-			return nil, fmt.Errorf("host key %s is not an unencrypted private key: %w", n, err)
-		}
-		s, err = restrict(s)
+		s, err := Parse(pems[n])
 		if err != nil {
 			return nil, fmt.Errorf("host key %s: %w", n, err)
 		}
 		signers = append(signers, s)
 	}
 	return signers, nil
+}
+
+// Parse parses one host key as Load does. Its errors do not name the key, so
+// that callers can say where it came from.
+func Parse(pem []byte) (ssh.Signer, error) {
+	s, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		return nil, fmt.Errorf("not an unencrypted private key (OpenSSH or PEM format): %w", err)
+	}
+	return restrict(s)
+}
+
+// Fingerprints returns one "TYPE SHA256:…" line per signer, e.g.
+// "ssh-ed25519 SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s", as
+// ssh-keygen -l and ssh print them.
+func Fingerprints(signers []ssh.Signer) []string {
+	out := make([]string, 0, len(signers))
+	for _, s := range signers {
+		out = append(out, s.PublicKey().Type()+" "+ssh.FingerprintSHA256(s.PublicKey()))
+	}
+	return out
 }
 
 func restrict(s ssh.Signer) (ssh.Signer, error) {
