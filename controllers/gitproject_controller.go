@@ -1,0 +1,247 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/repostore"
+)
+
+// RepositoryFinalizer lets gitssh see a GitProject's deletion, to remove its repository
+// (deletionPolicy Delete) or to say that it kept it (Retain).
+const RepositoryFinalizer = "gitssh.dev/repository"
+
+// notServingRetry is how soon a project whose clone URL cannot be shown yet is looked at again.
+const notServingRetry = 5 * time.Second
+
+// +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects/finalizers,verbs=update
+
+// GitProjectReconciler runs on the leader only. It creates each project's bare repository,
+// removes it on deletion when asked to, and reports the clone URL and a Ready condition.
+type GitProjectReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Store    repostore.Store
+	// SSHUser is the user name in clone URLs.
+	SSHUser string
+	// Endpoint resolves the host and port of clone URLs.
+	Endpoint *PublicEndpoint
+	// Serving reports whether the SSH server accepts connections; until it does, projects
+	// show no clone URL.
+	Serving func() bool
+}
+
+// SetupWithManager registers the reconciler with mgr.
+func (r *GitProjectReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("gitproject").
+		For(&gitsshv1alpha1.GitProject{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Deleting the project that holds OWNER/PROJECT hands it to the next one.
+		Watches(&gitsshv1alpha1.GitProject{},
+			handler.EnqueueRequestsFromMapFunc(r.projectsWithTheSameAddress),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Complete(r)
+}
+
+// Reconcile brings one project's repository and status in line with its spec.
+func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
+	var project gitsshv1alpha1.GitProject
+	if err := r.Client.Get(ctx, req.NamespacedName, &project); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !project.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &project)
+	}
+	if err := r.ensureFinalizer(ctx, &project); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	before := project.DeepCopy()
+	ready, requeue := r.provision(ctx, &project)
+	ready.ObservedGeneration = project.Generation
+	project.Status.ObservedGeneration = project.Generation
+	meta.SetStatusCondition(&project.Status.Conditions, ready)
+	if requeue {
+		result.RequeueAfter = notServingRetry
+	}
+
+	if equality.Semantic.DeepEqual(before.Status, project.Status) {
+		return result, nil
+	}
+	if err := r.Client.Status().Patch(ctx, &project, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
+	}
+	r.recordTransition(ctx, &project, meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready)
+	return result, nil
+}
+
+// provision creates the repository if this object holds OWNER/PROJECT and fills the status.
+// It returns the Ready condition, and whether to look again soon because the clone URL is
+// not known yet.
+func (r *GitProjectReconciler) provision(ctx context.Context, project *gitsshv1alpha1.GitProject) (metav1.Condition, bool) {
+	spec := project.Spec
+	winner, err := r.addressHolder(ctx, project)
+	if err != nil {
+		return falseCondition(gitsshv1alpha1.ReasonRepositoryError, err.Error()), true
+	}
+	if winner != nil && client.ObjectKeyFromObject(winner) != client.ObjectKeyFromObject(project) {
+		project.Status.CloneURL, project.Status.RepositoryPath = "", ""
+		return falseCondition(gitsshv1alpha1.ReasonProjectConflict, fmt.Sprintf(
+			"%s/%s is already served by GitProject %s, which is older; delete one of the two objects or choose another owner or project",
+			spec.Owner, spec.Project, client.ObjectKeyFromObject(winner))), false
+	}
+
+	created, err := r.Store.Create(ctx, spec.Owner, spec.Project, spec.DefaultBranch)
+	if err != nil {
+		project.Status.CloneURL = ""
+		return falseCondition(gitsshv1alpha1.ReasonRepositoryError, fmt.Sprintf("creating the repository: %v", err)), true
+	}
+	project.Status.RepositoryPath = r.Store.Path(spec.Owner, spec.Project)
+	if created {
+		r.Recorder.Eventf(project, nil, corev1.EventTypeNormal, "RepositoryCreated", "Provision",
+			"Created bare repository %s with default branch %s", project.Status.RepositoryPath, spec.DefaultBranch)
+		log.FromContext(ctx).Info("Created repository", "path", project.Status.RepositoryPath, "defaultBranch", spec.DefaultBranch)
+	}
+
+	if r.Serving != nil && !r.Serving() {
+		project.Status.CloneURL = ""
+		return falseCondition(gitsshv1alpha1.ReasonNotServing, "the repository exists, but the SSH server is not accepting connections yet"), true
+	}
+	host, port, ok := r.Endpoint.Resolve(ctx)
+	if !ok {
+		project.Status.CloneURL = ""
+		return falseCondition(gitsshv1alpha1.ReasonNotServing, fmt.Sprintf(
+			"the repository exists, but the SSH server has no public address yet: set --ssh-public-host, or wait for the LoadBalancer Service %s to get one",
+			r.Endpoint.Service)), true
+	}
+	project.Status.CloneURL = CloneURL(r.SSHUser, host, port, spec.Owner, spec.Project)
+	return metav1.Condition{
+		Type:    gitsshv1alpha1.ConditionReady,
+		Status:  metav1.ConditionTrue,
+		Reason:  gitsshv1alpha1.ReasonRepositoryReady,
+		Message: "clone with: git clone " + project.Status.CloneURL,
+	}, false
+}
+
+// addressHolder returns the GitProject that holds this project's OWNER/PROJECT.
+func (r *GitProjectReconciler) addressHolder(ctx context.Context, project *gitsshv1alpha1.GitProject) (client.Object, error) {
+	var claimants gitsshv1alpha1.GitProjectList
+	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
+		return nil, err
+	}
+	return oldest(ptrs(claimants.Items)), nil
+}
+
+func (r *GitProjectReconciler) ensureFinalizer(ctx context.Context, project *gitsshv1alpha1.GitProject) error {
+	if controllerutil.ContainsFinalizer(project, RepositoryFinalizer) {
+		return nil
+	}
+	before := project.DeepCopy()
+	controllerutil.AddFinalizer(project, RepositoryFinalizer)
+	return r.Client.Patch(ctx, project, client.MergeFrom(before))
+}
+
+// finalize removes or keeps the repository of a deleted project, as its deletionPolicy
+// says, and lets the object go. A project that lost the OWNER/PROJECT conflict never owned
+// the repository and leaves it alone.
+func (r *GitProjectReconciler) finalize(ctx context.Context, project *gitsshv1alpha1.GitProject) error {
+	if !controllerutil.ContainsFinalizer(project, RepositoryFinalizer) {
+		return nil
+	}
+	spec := project.Spec
+	path := r.Store.Path(spec.Owner, spec.Project)
+	owned, err := r.ownsRepository(ctx, project)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !owned:
+		// Another GitProject serves this repository; it is not ours to delete.
+	case spec.DeletionPolicy == gitsshv1alpha1.DeletionPolicyDelete:
+		if err := r.Store.Delete(spec.Owner, spec.Project); err != nil {
+			r.Recorder.Eventf(project, nil, corev1.EventTypeWarning, "RepositoryDeleteFailed", "Delete",
+				"Could not delete repository %s: %v", path, err)
+			return err
+		}
+		r.Recorder.Eventf(project, nil, corev1.EventTypeNormal, "RepositoryDeleted", "Delete",
+			"Deleted repository %s (deletionPolicy Delete)", path)
+		log.FromContext(ctx).Info("Deleted repository", "path", path)
+	default:
+		r.Recorder.Eventf(project, nil, corev1.EventTypeNormal, "RepositoryRetained", "Delete",
+			"Kept repository %s on disk (deletionPolicy Retain); a new GitProject %s/%s serves it again",
+			path, spec.Owner, spec.Project)
+		log.FromContext(ctx).Info("Retained repository", "path", path)
+	}
+	before := project.DeepCopy()
+	controllerutil.RemoveFinalizer(project, RepositoryFinalizer)
+	return client.IgnoreNotFound(r.Client.Patch(ctx, project, client.MergeFrom(before)))
+}
+
+// ownsRepository reports whether project is the oldest of the objects claiming its
+// OWNER/PROJECT, counting itself although it is being deleted.
+func (r *GitProjectReconciler) ownsRepository(ctx context.Context, project *gitsshv1alpha1.GitProject) (bool, error) {
+	var claimants gitsshv1alpha1.GitProjectList
+	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
+		return false, err
+	}
+	for _, other := range claimants.Items {
+		if other.UID == project.UID {
+			continue
+		}
+		if other.CreationTimestamp.Before(&project.CreationTimestamp) ||
+			(other.CreationTimestamp.Equal(&project.CreationTimestamp) && client.ObjectKeyFromObject(&other).String() < client.ObjectKeyFromObject(project).String()) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (r *GitProjectReconciler) projectsWithTheSameAddress(ctx context.Context, obj client.Object) []reconcile.Request {
+	var claimants gitsshv1alpha1.GitProjectList
+	address := projectAddress(obj.(*gitsshv1alpha1.GitProject))
+	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: address}); err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list projects with the same address", "project", address)
+		return nil
+	}
+	var requests []reconcile.Request
+	for _, other := range claimants.Items {
+		if other.Namespace != obj.GetNamespace() || other.Name != obj.GetName() {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&other)})
+		}
+	}
+	return requests
+}
+
+func (r *GitProjectReconciler) recordTransition(ctx context.Context, project *gitsshv1alpha1.GitProject, previous *metav1.Condition, ready metav1.Condition) {
+	if previous != nil && previous.Status == ready.Status && previous.Reason == ready.Reason {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if ready.Status != metav1.ConditionTrue {
+		eventType = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(project, nil, eventType, ready.Reason, "Provision", "%s", ready.Message)
+	log.FromContext(ctx).Info("Updated project status", "ready", ready.Status, "reason", ready.Reason, "cloneURL", project.Status.CloneURL)
+}

@@ -1,0 +1,76 @@
+package controllers
+
+import (
+	"context"
+	"sort"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+)
+
+// Cache indexes that find the objects competing for one key or one OWNER/PROJECT.
+const (
+	keyFingerprintIndex = "gitssh.dev/fingerprint"
+	projectAddressIndex = "gitssh.dev/owner-project"
+)
+
+// SetupIndexes registers the cache indexes the controllers use. Call it once per manager,
+// before the controllers are set up.
+func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(ctx, &gitsshv1alpha1.SSHPublicKey{}, keyFingerprintIndex, func(obj client.Object) []string {
+		if fp := keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey)); fp != "" {
+			return []string{fp}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &gitsshv1alpha1.GitProject{}, projectAddressIndex, func(obj client.Object) []string {
+		return []string{projectAddress(obj.(*gitsshv1alpha1.GitProject))}
+	})
+}
+
+// keyFingerprint is the fingerprint of the object's key, or "" when it does not parse.
+// Weak keys keep their fingerprint: two objects with the same weak key still conflict.
+func keyFingerprint(key *gitsshv1alpha1.SSHPublicKey) string {
+	parsed, _ := parsePublicKey(key.Spec.PublicKey)
+	return parsed.Fingerprint
+}
+
+func projectAddress(p *gitsshv1alpha1.GitProject) string {
+	return p.Spec.Owner + "/" + p.Spec.Project
+}
+
+// oldest returns the object that wins a claim among objs: the oldest by creation time, ties
+// broken by "namespace/name", as the authorizer decides. Objects being deleted do not
+// compete. It returns nil when none compete.
+func oldest[T client.Object](objs []T) client.Object {
+	var live []T
+	for _, obj := range objs {
+		if obj.GetDeletionTimestamp().IsZero() {
+			live = append(live, obj)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		ti, tj := live[i].GetCreationTimestamp().Time, live[j].GetCreationTimestamp().Time
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
+		}
+		return client.ObjectKeyFromObject(live[i]).String() < client.ObjectKeyFromObject(live[j]).String()
+	})
+	return live[0]
+}
+
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}

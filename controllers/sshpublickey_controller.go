@@ -1,0 +1,140 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=gitssh.dev,resources=sshpublickeys/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SSHPublicKeyReconciler runs on the leader only. It writes what gitssh made of each key
+// into its status: fingerprint, type, size and a Ready condition whose reason says why a
+// key cannot log in. It does not decide who logs in; the feeders do, by the same rules.
+type SSHPublicKeyReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the reconciler with mgr. Status writes (ours and the usage
+// recorder's) do not change the generation, so they do not trigger a reconcile.
+func (r *SSHPublicKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("sshpublickey").
+		For(&gitsshv1alpha1.SSHPublicKey{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A key created, changed or deleted can make another object holding the same key
+		// a duplicate, or no longer one.
+		Watches(&gitsshv1alpha1.SSHPublicKey{},
+			handler.EnqueueRequestsFromMapFunc(r.keysWithTheSameFingerprint),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Complete(r)
+}
+
+// Reconcile computes one key's status and patches it when it changed.
+func (r *SSHPublicKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var key gitsshv1alpha1.SSHPublicKey
+	if err := r.Client.Get(ctx, req.NamespacedName, &key); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !key.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	before := key.DeepCopy()
+
+	ready, err := r.readyCondition(ctx, &key)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	ready.ObservedGeneration = key.Generation
+	key.Status.ObservedGeneration = key.Generation
+	meta.SetStatusCondition(&key.Status.Conditions, ready)
+
+	if equality.Semantic.DeepEqual(before.Status, key.Status) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.Client.Status().Patch(ctx, &key, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
+	}
+	r.recordTransition(ctx, &key, meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready)
+	return ctrl.Result{}, nil
+}
+
+// readyCondition fills the key's details into its status and says whether it can log in.
+func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitsshv1alpha1.SSHPublicKey) (metav1.Condition, error) {
+	parsed, err := parsePublicKey(key.Spec.PublicKey)
+	key.Status.Fingerprint, key.Status.KeyType, key.Status.Bits = parsed.Fingerprint, parsed.Type, parsed.Bits
+	if kerr := (*keyError)(nil); errors.As(err, &kerr) {
+		return falseCondition(kerr.Reason, kerr.Error()), nil
+	}
+
+	var holders gitsshv1alpha1.SSHPublicKeyList
+	if err := r.Client.List(ctx, &holders, client.MatchingFields{keyFingerprintIndex: parsed.Fingerprint}); err != nil {
+		return metav1.Condition{}, err
+	}
+	if winner := oldest(ptrs(holders.Items)); winner != nil && client.ObjectKeyFromObject(winner) != client.ObjectKeyFromObject(key) {
+		return falseCondition(gitsshv1alpha1.ReasonDuplicateKey, fmt.Sprintf(
+			"the same key (%s) is already registered by SSHPublicKey %s (user %q), which is older; one key logs in as one user only: delete one of the two objects",
+			parsed.Fingerprint, client.ObjectKeyFromObject(winner), winner.(*gitsshv1alpha1.SSHPublicKey).Spec.User)), nil
+	}
+	return metav1.Condition{
+		Type:    gitsshv1alpha1.ConditionReady,
+		Status:  metav1.ConditionTrue,
+		Reason:  gitsshv1alpha1.ReasonKeyRegistered,
+		Message: fmt.Sprintf("%s key %s logs in as user %q", parsed.Type, parsed.Fingerprint, key.Spec.User),
+	}, nil
+}
+
+func (r *SSHPublicKeyReconciler) keysWithTheSameFingerprint(ctx context.Context, obj client.Object) []reconcile.Request {
+	fingerprint := keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey))
+	if fingerprint == "" {
+		return nil
+	}
+	var holders gitsshv1alpha1.SSHPublicKeyList
+	if err := r.Client.List(ctx, &holders, client.MatchingFields{keyFingerprintIndex: fingerprint}); err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list keys with the same fingerprint", "fingerprint", fingerprint)
+		return nil
+	}
+	var requests []reconcile.Request
+	for _, holder := range holders.Items {
+		if holder.Namespace != obj.GetNamespace() || holder.Name != obj.GetName() {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&holder)})
+		}
+	}
+	return requests
+}
+
+func (r *SSHPublicKeyReconciler) recordTransition(ctx context.Context, key *gitsshv1alpha1.SSHPublicKey, previous *metav1.Condition, ready metav1.Condition) {
+	if previous != nil && previous.Status == ready.Status && previous.Reason == ready.Reason {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if ready.Status != metav1.ConditionTrue {
+		eventType = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(key, nil, eventType, ready.Reason, "Register", "%s", ready.Message)
+	log.FromContext(ctx).Info("Updated key status", "ready", ready.Status, "reason", ready.Reason, "fingerprint", key.Status.Fingerprint, "user", key.Spec.User)
+}
+
+func falseCondition(reason, message string) metav1.Condition {
+	return metav1.Condition{Type: gitsshv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
