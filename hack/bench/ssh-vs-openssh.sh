@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Benchmark gitssh's SSH server (the real sshserver package, through
+# hack/bench/gitssh-server) against OpenSSH's sshd serving the same bare
+# repositories to the same git/ssh client. See hack/bench/README.md.
+#
+# Environment:
+#   RUNS=7                 runs per case and server (medians; at least 5)
+#   BENCH_OUT=hack/bench/out  cache for the generated repositories and results
+#   BENCH_CIPHER=          force one cipher on the client for both servers,
+#                          e.g. aes128-gcm@openssh.com (default: client's choice)
+#   BENCH_CASES="big small ls-remote ls-remote-10k parallel"
+#   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
+#   BENCH_COPY_BUFFER=N    sshserver.Config.CopyBufferSize for the gitssh server
+set -euo pipefail
+
+REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$REPO_ROOT_DIR"
+
+RUNS=${RUNS:-7}
+OUT=$(mkdir -p "${BENCH_OUT:-hack/bench/out}" && cd "${BENCH_OUT:-hack/bench/out}" && pwd)
+CASES=${BENCH_CASES:-big small ls-remote ls-remote-10k parallel}
+PARALLEL=20
+REPOS=$OUT/repos # REPOS/bench/{big,small}.git
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+((RUNS >= 1)) || die "RUNS must be positive"
+
+# --- tools ------------------------------------------------------------------
+if [[ ! -x /usr/sbin/sshd ]]; then
+	log "installing openssh-server (the system service is not started)"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+fi
+for t in git ssh ssh-keygen go perl; do command -v $t >/dev/null || die "$t is needed"; done
+
+# --- repositories, generated once -------------------------------------------
+gen_big() { # 40 files x 5 MiB of random bytes over 4 commits
+	local d=$REPOS/bench/big.git tmp
+	[[ -f $d/.bench-complete ]] && return
+	log "generating $d (~200 MB of incompressible blobs)"
+	rm -rf "$d"
+	git init -q --bare "$d"
+	tmp=$(mktemp -d)
+	for c in 0 1 2 3; do
+		for i in $(seq $((c * 10)) $((c * 10 + 9))); do
+			head -c $((5 << 20)) /dev/urandom >"$tmp/blob-$i.bin"
+		done
+		git --git-dir="$d" --work-tree="$tmp" add -A
+		git --git-dir="$d" --work-tree="$tmp" -c user.name=bench -c user.email=bench@localhost \
+			commit -q -m "commit $c"
+	done
+	rm -rf "$tmp"
+	git --git-dir="$d" repack -adq
+	git --git-dir="$d" prune
+	touch "$d/.bench-complete"
+}
+
+gen_small() { # 20,000 small text files over 400 commits, through fast-import
+	local d=$REPOS/bench/small.git
+	[[ -f $d/.bench-complete ]] && return
+	log "generating $d (20,000 small files, 400 commits)"
+	rm -rf "$d"
+	git init -q --bare "$d"
+	perl -e '
+		my $t = 1700000000;
+		for my $c (0 .. 399) {
+			my $msg = "commit $c\n";
+			print "commit refs/heads/main\ncommitter bench <bench\@localhost> ", $t + $c, " +0000\n";
+			print "data ", length($msg), "\n$msg";
+			for my $f (0 .. 49) {
+				my $n = $c * 50 + $f;
+				my $body = join("", map { "line $_ of file $n: " . ($n * 7919 + $_ * 104729) % 1000003 . "\n" } 1 .. 20);
+				printf "M 100644 inline dir%03d/file%05d.txt\ndata %d\n%s\n", $n % 200, $n, length($body), $body;
+			}
+		}' | git --git-dir="$d" fast-import --quiet
+	git --git-dir="$d" symbolic-ref HEAD refs/heads/main
+	git --git-dir="$d" repack -adq
+	touch "$d/.bench-complete"
+}
+
+gen_big
+gen_small
+BIG_MB=$(du -sm "$REPOS/bench/big.git" | cut -f1)
+SMALL_MB=$(du -sm "$REPOS/bench/small.git" | cut -f1)
+
+# --- keys: one client key, one host key, and 10,000 other client keys --------
+if [[ ! -f $OUT/keys/client ]]; then
+	mkdir -p "$OUT/keys"
+	ssh-keygen -q -t ed25519 -N '' -C bench-client -f "$OUT/keys/client"
+	ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$OUT/keys/host"
+fi
+if [[ ! -f $OUT/keys/authorized_keys_10001 ]]; then
+	log "generating an authorized_keys with 10,000 other keys, the real one last"
+	# Random ed25519 public keys: well-formed, nobody holds their private half.
+	perl -MMIME::Base64 -e '
+		open(my $r, "<", "/dev/urandom") or die;
+		my $type = "ssh-ed25519";
+		for my $i (1 .. 10000) {
+			read($r, my $k, 32) == 32 or die;
+			my $blob = pack("N/a* N/a*", $type, $k);
+			print "$type ", encode_base64($blob, ""), " other-$i\n";
+		}' >"$OUT/keys/authorized_keys_10001.tmp"
+	cat "$OUT/keys/client.pub" >>"$OUT/keys/authorized_keys_10001.tmp"
+	mv "$OUT/keys/authorized_keys_10001.tmp" "$OUT/keys/authorized_keys_10001"
+fi
+chmod 600 "$OUT/keys/client" "$OUT/keys/host"
+
+# --- servers ------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gitssh-bench.XXXXXX")
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 20000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+	done
+	die "no free port found"
+}
+
+wait_port() { # PORT PID
+	for _ in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+		kill -0 "$2" 2>/dev/null || die "server on port $1 exited; see $WORK/*.log"
+		sleep 0.1
+	done
+	die "server on port $1 did not start"
+}
+
+log "building hack/bench/gitssh-server"
+go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
+
+GITSSH_FLAGS=()
+[[ -n ${BENCH_CPUPROFILE:-} ]] && GITSSH_FLAGS+=(-cpuprofile "$BENCH_CPUPROFILE")
+[[ -n ${BENCH_COPY_BUFFER:-} ]] && GITSSH_FLAGS+=(-copy-buffer "$BENCH_COPY_BUFFER")
+
+# Servers start in the main shell (not in $(...)) so that PIDS keeps them.
+start_sshd_at() { # NAME KEYS PORT
+	local name=$1 keys=$2 port=$3
+	cat >"$WORK/$name.conf" <<-EOF
+		ListenAddress 127.0.0.1
+		Port $port
+		HostKey $OUT/keys/host
+		PidFile none
+		AuthorizedKeysFile $keys
+		PubkeyAuthentication yes
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		StrictModes no
+		PermitRootLogin prohibit-password
+		AcceptEnv GIT_PROTOCOL
+		MaxStartups 64
+		UseDNS no
+		PrintMotd no
+		LogLevel ERROR
+	EOF
+	mkdir -p /run/sshd
+	/usr/sbin/sshd -D -e -f "$WORK/$name.conf" 2>"$WORK/$name.log" &
+	PIDS+=($!)
+	wait_port "$port" $!
+}
+start_gitssh_at() { # NAME KEYS PORT [flags...]
+	local name=$1 keys=$2 port=$3
+	shift 3
+	"$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" -host-key "$OUT/keys/host" \
+		-authorized-keys "$keys" "$@" 2>"$WORK/$name.log" &
+	PIDS+=($!)
+	wait_port "$port" $!
+}
+SSHD_PORT=$(free_port)
+start_sshd_at sshd "$OUT/keys/client.pub" "$SSHD_PORT"
+SSHD10K_PORT=$(free_port)
+start_sshd_at sshd-10k "$OUT/keys/authorized_keys_10001" "$SSHD10K_PORT"
+GITSSH_PORT=$(free_port)
+start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}"
+GITSSH10K_PORT=$(free_port)
+start_gitssh_at gitssh-10k "$OUT/keys/authorized_keys_10001" "$GITSSH10K_PORT"
+
+# The same client options for both servers. KEX is pinned because OpenSSH 9.2
+# would pick sntrup761x25519 from sshd, which gitssh does not offer.
+SSH_CMD="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o ControlMaster=no \
+ -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+ -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
+[[ -n ${BENCH_CIPHER:-} ]] && SSH_CMD+=" -c $BENCH_CIPHER"
+export GIT_SSH_COMMAND=$SSH_CMD GIT_SSH_VARIANT=ssh
+export GIT_CONFIG_NOSYSTEM=1 HOME=$WORK/home
+mkdir -p "$HOME"
+
+url() { # SERVER REPO
+	case $1 in
+	openssh) echo "ssh://root@127.0.0.1:$SSHD_PORT$REPOS/bench/$2.git" ;;
+	openssh-10k) echo "ssh://root@127.0.0.1:$SSHD10K_PORT$REPOS/bench/$2.git" ;;
+	gitssh) echo "ssh://git@127.0.0.1:$GITSSH_PORT/bench/$2.git" ;;
+	gitssh-10k) echo "ssh://git@127.0.0.1:$GITSSH10K_PORT/bench/$2.git" ;;
+	esac
+}
+
+# Both servers must give the same refs, over protocol v2.
+for s in openssh openssh-10k gitssh gitssh-10k; do
+	for r in big small; do
+		GIT_TRACE_PACKET=1 git ls-remote "$(url $s $r)" >"$WORK/ls-$s-$r" 2>"$WORK/trace-$s-$r" ||
+			die "git ls-remote $(url $s $r) failed: $(tail -3 "$WORK/trace-$s-$r")"
+		grep -q 'packet:.*< version 2' "$WORK/trace-$s-$r" || die "$s did not speak protocol v2"
+		cmp -s "$WORK/ls-openssh-$r" "$WORK/ls-$s-$r" || die "$s advertises other refs than openssh for $r"
+	done
+done
+CIPHER_USED=$(ssh -G -F /dev/null ${BENCH_CIPHER:+-c $BENCH_CIPHER} x 2>/dev/null | awk '/^ciphers /{split($2,a,","); print a[1]}')
+
+# --- measurements -------------------------------------------------------------
+now() { date +%s%N; }
+
+run_case() { # CASE SERVER -> prints seconds
+	local c=$1 s=$2 t0 t1 d=$WORK/clone
+	rm -rf "$d"
+	mkdir -p "$d"
+	t0=$(now)
+	case $c in
+	big | small) git clone -q --bare "$(url "$s" "$c")" "$d/x.git" ;;
+	ls-remote) git ls-remote "$(url "$s" small)" >/dev/null ;;
+	ls-remote-10k) git ls-remote "$(url "$s-10k" small)" >/dev/null ;;
+	parallel)
+		local pids=() i fail=0
+		for i in $(seq $PARALLEL); do
+			git clone -q --bare "$(url "$s" small)" "$d/x$i.git" &
+			pids+=($!)
+		done
+		for i in "${pids[@]}"; do wait "$i" || fail=1; done
+		((fail == 0)) || die "a parallel clone from $s failed"
+		;;
+	esac
+	t1=$(now)
+	rm -rf "$d"
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
+}
+
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+label() {
+	case $1 in
+	big) echo "clone --bare, big repo (${BIG_MB} MB, 40 random 5 MiB blobs)" ;;
+	small) echo "clone --bare, small-objects repo (${SMALL_MB} MB, 20,000 files, 400 commits)" ;;
+	ls-remote) echo "ls-remote (handshake + auth + refs)" ;;
+	ls-remote-10k) echo "ls-remote, 10,001 authorized keys (real one last)" ;;
+	parallel) echo "$PARALLEL parallel clones of the small repo (wall time)" ;;
+	esac
+}
+
+for c in $CASES; do
+	label "$c" >/dev/null
+	log "case $c: $RUNS runs per server, interleaved"
+	: >"$WORK/t-$c-openssh"
+	: >"$WORK/t-$c-gitssh"
+	run_case "$c" openssh >/dev/null # warm-up: page cache, first connection
+	run_case "$c" gitssh >/dev/null
+	for i in $(seq "$RUNS"); do
+		# Alternate which server goes first, so neither always follows the other.
+		if ((i % 2)); then order="openssh gitssh"; else order="gitssh openssh"; fi
+		for s in $order; do run_case "$c" "$s" >>"$WORK/t-$c-$s"; done
+	done
+done
+
+# --- report -------------------------------------------------------------------
+fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else printf "%.2f s", s }'; }
+{
+	echo "# gitssh vs OpenSSH sshd"
+	echo
+	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each;"
+	echo "client: \`${SSH_CMD//$OUT/OUT}\` (cipher: ${BENCH_CIPHER:-client default, $CIPHER_USED})"
+	echo
+	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH |"
+	echo "|---|---:|---:|---:|"
+	for c in $CASES; do
+		a=$(median "$WORK/t-$c-openssh")
+		b=$(median "$WORK/t-$c-gitssh")
+		echo "| $(label "$c") | $(fmt "$a") | $(fmt "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }') |"
+	done
+	echo
+	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
+	echo "Versions: $(git --version); OpenSSH server $(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo '?'), client $(ssh -V 2>&1); $(go version | cut -d' ' -f3); $(go list -m golang.org/x/crypto)"
+	echo
+	echo "Raw times (s), OpenSSH / gitssh:"
+	echo
+	for c in $CASES; do
+		echo "- $c: $(paste -sd' ' "$WORK/t-$c-openssh") / $(paste -sd' ' "$WORK/t-$c-gitssh")"
+	done
+} | tee "$OUT/results.md"
+log "wrote $OUT/results.md"
