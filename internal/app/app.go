@@ -1,0 +1,209 @@
+// Package app assembles one gitssh process: the controller-runtime manager with the
+// feeders and provisioners, and the SSH server they feed. main.go parses flags into
+// Options and calls Run; the integration tests call Run the same way.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/controllers"
+	"github.com/gitssh-dev/gitssh/internal/authorizer"
+	"github.com/gitssh-dev/gitssh/internal/repostore"
+	"github.com/gitssh-dev/gitssh/sshserver"
+)
+
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Options is everything one gitssh process is configured with.
+type Options struct {
+	// Namespace is the one namespace watched, and where the host key Secret lives.
+	Namespace string
+
+	// SSHAddr is where the SSH server listens, e.g. ":2222". Listener, when set, is used instead.
+	SSHAddr  string
+	Listener net.Listener
+	// SSH holds the server's user name and limits.
+	SSH sshserver.Config
+
+	// PublicHost and PublicPort are what clone URLs and known_hosts show. With PublicHost
+	// empty they come from the LoadBalancer Service named ServiceName.
+	PublicHost  string
+	PublicPort  int
+	ServiceName string
+
+	// RepoRoot holds the bare repositories, <RepoRoot>/<owner>/<project>.git.
+	RepoRoot string
+	// HostKeySecret names the Secret with the SSH host keys, generated once when missing.
+	HostKeySecret string
+
+	MetricsAddr      string
+	HealthProbeAddr  string
+	LeaderElection   bool
+	LeaderElectionID string
+
+	// SkipControllerNameValidation allows several managers in one process (tests).
+	SkipControllerNameValidation bool
+}
+
+// Run runs gitssh until ctx is cancelled: it loads (or creates) the host keys, starts the
+// manager and the SSH server, and on cancel lets running git commands finish within the
+// server's shutdown grace period.
+func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Logger) error {
+	if opts.Namespace == "" {
+		return errors.New("no namespace to watch: set --namespace (in a pod it defaults to the pod's own)")
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := gitsshv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+
+	// The host keys come first: a server without its identity must not start, and a
+	// Secret that does not parse stops start-up here with a message naming the bad key.
+	direct, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	secret := types.NamespacedName{Namespace: opts.Namespace, Name: opts.HostKeySecret}
+	hostKeys, err := controllers.LoadOrCreateHostKeys(ctx, direct, secret, log.WithName("hostkeys"))
+	if err != nil {
+		return err
+	}
+
+	grace := opts.SSH.ShutdownGracePeriod
+	if grace == 0 {
+		grace = sshserver.DefaultShutdownGracePeriod
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.HealthProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        opts.LeaderElectionID,
+		LeaderElectionNamespace: opts.Namespace,
+		// Running pushes get the server's grace period, plus a little to flush.
+		GracefulShutdownTimeout: ptr.To(grace + 5*time.Second),
+		Controller:              config.Controller{SkipNameValidation: ptr.To(opts.SkipControllerNameValidation)},
+		Cache: cache.Options{
+			DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+			// Of Secrets and ConfigMaps, only the host key ones are watched.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}:    {Field: fields.OneTermEqualSelector("metadata.name", secret.Name)},
+				&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", controllers.KnownHostsConfigMapName(secret.Name))},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+
+	authz := authorizer.New()
+	store := repostore.Store{Root: opts.RepoRoot}
+	server, err := sshserver.New(opts.SSH, hostKeys, authz, sshserver.NopRecorder{}, log.WithName("ssh"))
+	if err != nil {
+		return err
+	}
+	endpoint := &controllers.PublicEndpoint{
+		Host:    opts.PublicHost,
+		Port:    opts.PublicPort,
+		Service: types.NamespacedName{Namespace: opts.Namespace, Name: opts.ServiceName},
+		Reader:  mgr.GetAPIReader(),
+	}
+
+	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+		return err
+	}
+	keyFeeder := &controllers.SSHPublicKeyFeeder{Client: mgr.GetClient(), Authorizer: authz}
+	projectFeeder := &controllers.GitProjectFeeder{Client: mgr.GetClient(), Authorizer: authz, Store: store}
+	for name, setup := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
+		"sshpublickey-feeder": keyFeeder,
+		"gitproject-feeder":   projectFeeder,
+		"sshpublickey": &controllers.SSHPublicKeyReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("gitssh"),
+		},
+		"gitproject": &controllers.GitProjectReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("gitssh"), Store: store,
+			SSHUser: sshUser(opts.SSH), Endpoint: endpoint, Serving: server.Serving,
+		},
+		"known-hosts": &controllers.KnownHostsReconciler{
+			Client: mgr.GetClient(), Secret: secret,
+			Endpoint: func() (string, int, bool) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return endpoint.Resolve(ctx)
+			},
+		},
+	} {
+		if err := setup.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up controller %s: %w", name, err)
+		}
+	}
+
+	if err := mgr.Add(&sshRunnable{
+		server: server, addr: opts.SSHAddr, listener: opts.Listener, grace: grace,
+		cache: mgr.GetCache(), loaders: []loader{keyFeeder, projectFeeder}, log: log.WithName("ssh"),
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the host keys are loaded (above), the caches have synced and the
+	// authorizer is filled (the SSH runnable waits for both) and the listener accepts.
+	if err := mgr.AddReadyzCheck("ssh", func(*http.Request) error {
+		if !server.Serving() {
+			return errors.New("the SSH server is not accepting connections yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	log.Info("Starting gitssh", "namespace", opts.Namespace, "sshAddr", opts.SSHAddr, "repoRoot", opts.RepoRoot,
+		"hostKeySecret", secret.String(), "leaderElection", opts.LeaderElection)
+	return mgr.Start(ctx)
+}
+
+func sshUser(cfg sshserver.Config) string {
+	if cfg.User == "" {
+		return sshserver.DefaultUser
+	}
+	return cfg.User
+}
+
+// PodNamespace is the namespace this pod runs in, or "" outside a cluster.
+func PodNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	data, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
