@@ -1,0 +1,188 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
+	"github.com/gitssh-dev/gitssh/sshserver"
+)
+
+var env *testenv.Environment
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, &env))
+}
+
+const hostKeySecret = "gitssh-host-keys"
+
+// instance is one running gitssh process (app.Run) serving SSH on 127.0.0.1.
+type instance struct {
+	namespace  string
+	port       int
+	repoRoot   string
+	knownHosts string // a known_hosts file written from the published ConfigMap
+	stop       func() error
+}
+
+// startGitssh runs app.Run as main.go would, in namespace ns, and waits until the SSH
+// server serves and the host key ConfigMap is published.
+func startGitssh(t *testing.T, ns, repoRoot string) *instance {
+	t.Helper()
+	g := NewWithT(t)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	port := listener.Addr().(*net.TCPAddr).Port
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, env.Config, app.Options{
+			Namespace:     ns,
+			Listener:      listener,
+			SSH:           sshserver.Config{ShutdownGracePeriod: 5 * time.Second},
+			PublicHost:    "127.0.0.1",
+			PublicPort:    port,
+			RepoRoot:      repoRoot,
+			HostKeySecret: hostKeySecret,
+			MetricsAddr:   "0", HealthProbeAddr: "0",
+			SkipControllerNameValidation: true,
+		}, zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
+	}()
+	stopped := false
+	inst := &instance{namespace: ns, port: port, repoRoot: repoRoot}
+	inst.stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("gitssh did not stop within 30s")
+		}
+	}
+	t.Cleanup(func() { _ = inst.stop() })
+
+	// The published known_hosts must name this server; a client pins it with
+	// StrictHostKeyChecking=yes, so every ssh in these tests also checks the host key.
+	inst.knownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	g.Eventually(func(g Gomega) {
+		select {
+		case err := <-done:
+			g.Expect(err).NotTo(HaveOccurred(), "gitssh stopped")
+		default:
+		}
+		var cm corev1.ConfigMap
+		g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: hostKeySecret + "-known-hosts"}, &cm)).To(Succeed())
+		g.Expect(cm.Data["known_hosts"]).To(ContainSubstring(fmt.Sprintf("[127.0.0.1]:%d ", port)))
+		g.Expect(os.WriteFile(inst.knownHosts, []byte(cm.Data["known_hosts"]), 0o600)).To(Succeed())
+	}).WithTimeout(60 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+	return inst
+}
+
+// testWriter sends gitssh's logs to the test log, shown only when a test fails.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// userKey is an ed25519 key pair made with the real ssh-keygen.
+type userKey struct {
+	path      string // private key file
+	publicKey string // authorized_keys line
+}
+
+func newUserKey(t *testing.T, name string) userKey {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return userKey{path: path, publicKey: strings.TrimSpace(string(pub))}
+}
+
+// git runs the real git, talking to gitssh through the real ssh with key.
+func (inst *instance) git(key userKey, dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_SSH_COMMAND="+inst.sshCommand(key),
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
+	)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (inst *instance) sshCommand(key userKey) string {
+	return fmt.Sprintf("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o ConnectTimeout=10",
+		key.path, inst.knownHosts)
+}
+
+func (inst *instance) url(owner, project string) string {
+	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s/%s.git", inst.port, owner, project)
+}
+
+func createKey(t *testing.T, ns, name, user, publicKey string) *gitsshv1alpha1.SSHPublicKey {
+	t.Helper()
+	key := &gitsshv1alpha1.SSHPublicKey{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: publicKey},
+	}
+	NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
+	return key
+}
+
+func createProject(t *testing.T, ns, name string, spec gitsshv1alpha1.GitProjectSpec) *gitsshv1alpha1.GitProject {
+	t.Helper()
+	project := &gitsshv1alpha1.GitProject{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	NewWithT(t).Expect(env.Client.Create(context.Background(), project)).To(Succeed())
+	return project
+}
+
+// readyCondition returns the Ready condition of obj as the API server has it.
+func readyCondition(g Gomega, obj client.Object) metav1.Condition {
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+	var conditions []metav1.Condition
+	switch o := obj.(type) {
+	case *gitsshv1alpha1.SSHPublicKey:
+		conditions = o.Status.Conditions
+	case *gitsshv1alpha1.GitProject:
+		conditions = o.Status.Conditions
+	}
+	for _, c := range conditions {
+		if c.Type == gitsshv1alpha1.ConditionReady {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}

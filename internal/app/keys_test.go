@@ -1,0 +1,150 @@
+package app_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+)
+
+const eventually = 20 * time.Second
+
+// A key becomes usable when created, stops working when deleted, and an edited key
+// swaps old for new — all observed with the real ssh and git clients.
+func TestKeyCreateDeleteAndUpdate(t *testing.T) {
+	ctx := context.Background()
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	inst := startGitssh(t, ns, t.TempDir())
+	createProject(t, ns, "acme-api", gitsshv1alpha1.GitProjectSpec{Owner: "alice", Project: "api"})
+	laptop, desktop := newUserKey(t, "laptop"), newUserKey(t, "desktop")
+
+	lsRemote := func(key userKey) func() (string, error) {
+		return func() (string, error) { return inst.git(key, "", "ls-remote", inst.url("alice", "api")) }
+	}
+	out, err := lsRemote(laptop)()
+	g.Expect(err).To(HaveOccurred(), "an unregistered key logs in: %s", out)
+	g.Expect(out).To(ContainSubstring("Permission denied (publickey)"))
+
+	key := createKey(t, ns, "alice-laptop", "alice", laptop.publicKey)
+	g.Eventually(lsRemote(laptop)).WithTimeout(eventually).Should(BeEmpty(), "created key never became usable")
+
+	g.Eventually(func(g Gomega) {
+		ready := readyCondition(g, key)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
+		g.Expect(key.Status.Fingerprint).To(HavePrefix("SHA256:"))
+		g.Expect(key.Status.KeyType).To(Equal("ssh-ed25519"))
+		g.Expect(key.Status.Bits).To(BeEquivalentTo(256))
+		g.Expect(key.Status.ObservedGeneration).To(Equal(key.Generation))
+	}).WithTimeout(eventually).Should(Succeed())
+	fingerprint, _ := exec.Command("ssh-keygen", "-l", "-f", laptop.path+".pub").Output()
+	g.Expect(string(fingerprint)).To(ContainSubstring(key.Status.Fingerprint), "status fingerprint is not ssh-keygen's")
+
+	// Changing the key: the old one is refused, the new one accepted.
+	key.Spec.PublicKey = desktop.publicKey
+	g.Expect(env.Client.Update(ctx, key)).To(Succeed())
+	g.Eventually(func() error { _, err := lsRemote(laptop)(); return err }).WithTimeout(eventually).Should(HaveOccurred(), "old key still logs in")
+	g.Eventually(lsRemote(desktop)).WithTimeout(eventually).Should(BeEmpty(), "new key never became usable")
+
+	g.Expect(env.Client.Delete(ctx, key)).To(Succeed())
+	g.Eventually(func() string { out, _ := lsRemote(desktop)(); return out }).WithTimeout(eventually).
+		Should(ContainSubstring("Permission denied (publickey)"), "deleted key still logs in")
+}
+
+// Invalid, weak and duplicate keys get the right condition and never log in; fixing the
+// object makes it usable.
+func TestUnusableKeysAreReportedAndRefused(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	inst := startGitssh(t, ns, t.TempDir())
+	createProject(t, ns, "open", gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "open", Visibility: gitsshv1alpha1.VisibilityPublic})
+
+	weakRSA := filepath.Join(t.TempDir(), "weak")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", weakRSA).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	weakPub, _ := os.ReadFile(weakRSA + ".pub")
+	weak := userKey{path: weakRSA, publicKey: strings.TrimSpace(string(weakPub))}
+	good := newUserKey(t, "good")
+	// A syntactically fine line whose base64 is not a key: the schema lets it through, the
+	// controller cannot parse it.
+	garbled := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGarbledGarbledGarbledGarbled alice@laptop"
+
+	for _, tc := range []struct {
+		name, user, publicKey string
+		reason, message       string
+		login                 userKey
+	}{
+		{"invalid", "ivan", garbled, gitsshv1alpha1.ReasonInvalidKey, "publicKey is not an OpenSSH public key", good},
+		{"weak", "wendy", weak.publicKey, gitsshv1alpha1.ReasonWeakKey, "ssh-rsa key of 1024 bits is refused", weak},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			key := createKey(t, ns, tc.name, tc.user, tc.publicKey)
+			g.Eventually(func(g Gomega) {
+				ready := readyCondition(g, key)
+				g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+				g.Expect(ready.Reason).To(Equal(tc.reason))
+				g.Expect(ready.Message).To(ContainSubstring(tc.message))
+			}).WithTimeout(eventually).Should(Succeed())
+			out, err := inst.git(tc.login, "", "ls-remote", inst.url("acme", "open"))
+			g.Expect(err).To(HaveOccurred(), "a %s key logged in: %s", tc.name, out)
+
+			// Fix the object: the good key logs in as this user.
+			key.Spec.PublicKey = good.publicKey
+			key.Spec.User = "fixed-" + tc.name
+			g.Expect(env.Client.Update(ctx, key)).To(Succeed())
+			g.Eventually(func(g Gomega) {
+				g.Expect(readyCondition(g, key).Status).To(Equal(metav1.ConditionTrue))
+			}).WithTimeout(eventually).Should(Succeed())
+			g.Eventually(func() error { _, err := inst.git(good, "", "ls-remote", inst.url("acme", "open")); return err }).
+				WithTimeout(eventually).Should(Succeed())
+			g.Expect(env.Client.Delete(ctx, key)).To(Succeed())
+			g.Eventually(func() error { _, err := inst.git(good, "", "ls-remote", inst.url("acme", "open")); return err }).
+				WithTimeout(eventually).Should(HaveOccurred())
+		})
+	}
+
+	t.Run("duplicate", func(t *testing.T) {
+		g := NewWithT(t)
+		createProject(t, ns, "bob-private", gitsshv1alpha1.GitProjectSpec{Owner: "bob", Project: "private"})
+		createProject(t, ns, "mallory-private", gitsshv1alpha1.GitProjectSpec{Owner: "mallory", Project: "private"})
+		shared := newUserKey(t, "shared")
+		first := createKey(t, ns, "bob", "bob", shared.publicKey)
+		g.Eventually(func(g Gomega) { g.Expect(readyCondition(g, first).Status).To(Equal(metav1.ConditionTrue)) }).WithTimeout(eventually).Should(Succeed())
+		// Creation times have one-second granularity: make sure the second is younger.
+		time.Sleep(1100 * time.Millisecond)
+		second := createKey(t, ns, "mallory", "mallory", shared.publicKey)
+		g.Eventually(func(g Gomega) {
+			ready := readyCondition(g, second)
+			g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonDuplicateKey))
+			g.Expect(ready.Message).To(ContainSubstring(ns + "/bob"))
+		}).WithTimeout(eventually).Should(Succeed())
+		g.Expect(readyCondition(g, first).Status).To(Equal(metav1.ConditionTrue))
+
+		// The key logs in as the older object's user only.
+		g.Expect(inst.git(shared, "", "ls-remote", inst.url("bob", "private"))).Error().NotTo(HaveOccurred())
+		out, err := inst.git(shared, "", "ls-remote", inst.url("mallory", "private"))
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(out).To(ContainSubstring(`repository "mallory/private" not found or access denied`))
+
+		// Deleting the older object hands the key to the younger one.
+		g.Expect(env.Client.Delete(ctx, first)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			ready := readyCondition(g, second)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
+		}).WithTimeout(eventually).Should(Succeed())
+		g.Eventually(func() error { _, err := inst.git(shared, "", "ls-remote", inst.url("mallory", "private")); return err }).
+			WithTimeout(eventually).Should(Succeed())
+	})
+}
