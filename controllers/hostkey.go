@@ -49,7 +49,7 @@ func LoadOrCreateHostKeys(ctx context.Context, c client.Client, secret types.Nam
 	created := false
 	switch {
 	case apierrors.IsNotFound(err):
-		if s, created, err = createHostKeySecret(ctx, c, secret); err != nil {
+		if s, created, err = createHostKeySecret(ctx, c, secret, log); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -69,7 +69,7 @@ func LoadOrCreateHostKeys(ctx context.Context, c client.Client, secret types.Nam
 
 // createHostKeySecret generates host keys and creates the Secret. If another
 // replica created it first, it returns that one, with created false.
-func createHostKeySecret(ctx context.Context, c client.Client, secret types.NamespacedName) (*corev1.Secret, bool, error) {
+func createHostKeySecret(ctx context.Context, c client.Client, secret types.NamespacedName, log logr.Logger) (*corev1.Secret, bool, error) {
 	pems, err := hostkeys.Generate()
 	if err != nil {
 		return nil, false, err
@@ -92,6 +92,7 @@ func createHostKeySecret(ctx context.Context, c client.Client, secret types.Name
 		return nil, false, fmt.Errorf("creating host key Secret %s: %w", secret, err)
 	}
 	// Another replica won the race: use its keys, so that all serve the same.
+	log.Info("Found the host key Secret created by another replica meanwhile")
 	s = &corev1.Secret{}
 	if err := c.Get(ctx, secret, s); err != nil {
 		return nil, false, fmt.Errorf("reading host key Secret %s after another replica created it: %w", secret, err)
