@@ -46,10 +46,16 @@ type instance struct {
 // server serves and the host key ConfigMap is published.
 func startGitssh(t *testing.T, ns, repoRoot string) *instance {
 	t.Helper()
+	return startGitsshOn(t, ns, repoRoot, 0)
+}
+
+// startGitsshOn is startGitssh on a given port (0: any free one).
+func startGitsshOn(t *testing.T, ns, repoRoot string, port int) *instance {
+	t.Helper()
 	g := NewWithT(t)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	g.Expect(err).NotTo(HaveOccurred())
-	port := listener.Addr().(*net.TCPAddr).Port
+	port = listener.Addr().(*net.TCPAddr).Port
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
