@@ -44,13 +44,13 @@ type instance struct {
 
 // startGitssh runs app.Run as main.go would, in namespace ns, and waits until the SSH
 // server serves and the host key ConfigMap is published.
-func startGitssh(t *testing.T, ns, repoRoot string) *instance {
+func startGitssh(t testing.TB, ns, repoRoot string) *instance {
 	t.Helper()
 	return startGitsshOn(t, ns, repoRoot, 0)
 }
 
 // startGitsshOn is startGitssh on a given port (0: any free one).
-func startGitsshOn(t *testing.T, ns, repoRoot string, port int) *instance {
+func startGitsshOn(t testing.TB, ns, repoRoot string, port int) *instance {
 	t.Helper()
 	g := NewWithT(t)
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -107,7 +107,7 @@ func startGitsshOn(t *testing.T, ns, repoRoot string, port int) *instance {
 }
 
 // testWriter sends gitssh's logs to the test log, shown only when a test fails.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -120,7 +120,7 @@ type userKey struct {
 	publicKey string // authorized_keys line
 }
 
-func newUserKey(t *testing.T, name string) userKey {
+func newUserKey(t testing.TB, name string) userKey {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path).CombinedOutput()
@@ -158,7 +158,7 @@ func (inst *instance) url(owner, project string) string {
 	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s/%s.git", inst.port, owner, project)
 }
 
-func createKey(t *testing.T, ns, name, user, publicKey string) *gitsshv1alpha1.SSHPublicKey {
+func createKey(t testing.TB, ns, name, user, publicKey string) *gitsshv1alpha1.SSHPublicKey {
 	t.Helper()
 	key := &gitsshv1alpha1.SSHPublicKey{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -168,7 +168,7 @@ func createKey(t *testing.T, ns, name, user, publicKey string) *gitsshv1alpha1.S
 	return key
 }
 
-func createProject(t *testing.T, ns, name string, spec gitsshv1alpha1.GitProjectSpec) *gitsshv1alpha1.GitProject {
+func createProject(t testing.TB, ns, name string, spec gitsshv1alpha1.GitProjectSpec) *gitsshv1alpha1.GitProject {
 	t.Helper()
 	project := &gitsshv1alpha1.GitProject{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
 	NewWithT(t).Expect(env.Client.Create(context.Background(), project)).To(Succeed())
