@@ -117,6 +117,7 @@ func CheckClientKey(key ssh.PublicKey) error {
 		if rk, ok := ck.CryptoPublicKey().(*rsa.PublicKey); !ok || rk.N.BitLen() < minClientRSABits {
 			return errors.New("RSA key too short")
 		}
+	//lint:ignore SA1019 naming the deprecated DSA algorithm is how we refuse it
 	case ssh.InsecureKeyAlgoDSA:
 		return errors.New("DSA keys are not accepted")
 	}

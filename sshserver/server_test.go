@@ -28,9 +28,8 @@ import (
 
 // recorder remembers every event.
 type recorder struct {
-	mu      sync.Mutex
-	events  []string
-	refused []Identity
+	mu     sync.Mutex
+	events []string
 }
 
 func (r *recorder) add(e string) {

@@ -113,6 +113,7 @@ func restrict(s ssh.Signer) (ssh.Signer, error) {
 			return nil, fmt.Errorf("RSA signer cannot choose its signature algorithm")
 		}
 		return ssh.NewSignerWithAlgorithms(as, []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256})
+	//lint:ignore SA1019 naming the deprecated DSA algorithm is how we refuse it
 	case ssh.InsecureKeyAlgoDSA:
 		return nil, fmt.Errorf("DSA host keys are not supported; use ed25519, ecdsa or RSA")
 	}
