@@ -143,6 +143,7 @@ GITSSH_FLAGS=()
 [[ -n ${BENCH_CPUPROFILE:-} ]] && GITSSH_FLAGS+=(-cpuprofile "$BENCH_CPUPROFILE")
 [[ -n ${BENCH_COPY_BUFFER:-} ]] && GITSSH_FLAGS+=(-copy-buffer "$BENCH_COPY_BUFFER")
 
+declare -A SERVER_PID
 # Servers start in the main shell (not in $(...)) so that PIDS keeps them.
 start_sshd_at() { # NAME KEYS PORT
 	local name=$1 keys=$2 port=$3
@@ -167,6 +168,7 @@ start_sshd_at() { # NAME KEYS PORT
 	mkdir -p /run/sshd
 	/usr/sbin/sshd -D -e -f "$WORK/$name.conf" 2>"$WORK/$name.log" &
 	PIDS+=($!)
+	SERVER_PID[$name]=$!
 	wait_port "$port" $!
 }
 start_gitssh_at() { # NAME KEYS PORT [flags...]
@@ -175,6 +177,7 @@ start_gitssh_at() { # NAME KEYS PORT [flags...]
 	"$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" -host-key "$OUT/keys/host" \
 		-authorized-keys "$keys" "$@" 2>"$WORK/$name.log" &
 	PIDS+=($!)
+	SERVER_PID[$name]=$!
 	wait_port "$port" $!
 }
 SSHD_PORT=$(free_port)
@@ -243,6 +246,10 @@ run_case() { # CASE SERVER -> prints seconds
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 }
 
+# cpu PID: CPU seconds used by the server and its reaped children (sshd's
+# per-connection processes, gitssh's git commands), from /proc/PID/stat.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13 + $14 + $15) / hz }' "/proc/$1/stat"; }
+
 median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 label() {
@@ -262,11 +269,18 @@ for c in $CASES; do
 	: >"$WORK/t-$c-gitssh"
 	run_case "$c" openssh >/dev/null # warm-up: page cache, first connection
 	run_case "$c" gitssh >/dev/null
+	[[ $c == *-10k ]] && sfx=-10k || sfx=
+	sleep 0.5 # let sshd reap its children
+	cpu0_openssh=$(cpu "${SERVER_PID[sshd$sfx]}")
+	cpu0_gitssh=$(cpu "${SERVER_PID[gitssh$sfx]}")
 	for i in $(seq "$RUNS"); do
 		# Alternate which server goes first, so neither always follows the other.
 		if ((i % 2)); then order="openssh gitssh"; else order="gitssh openssh"; fi
 		for s in $order; do run_case "$c" "$s" >>"$WORK/t-$c-$s"; done
 	done
+	sleep 0.5
+	awk -v a="$cpu0_openssh" -v b="$(cpu "${SERVER_PID[sshd$sfx]}")" -v n="$RUNS" 'BEGIN { printf "%.3f\n", (b - a) / n }' >"$WORK/cpu-$c-openssh"
+	awk -v a="$cpu0_gitssh" -v b="$(cpu "${SERVER_PID[gitssh$sfx]}")" -v n="$RUNS" 'BEGIN { printf "%.3f\n", (b - a) / n }' >"$WORK/cpu-$c-gitssh"
 done
 
 # --- report -------------------------------------------------------------------
@@ -277,16 +291,17 @@ fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else print
 	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each;"
 	echo "client: \`${SSH_CMD//$OUT/OUT}\` (cipher: ${BENCH_CIPHER:-client default, $CIPHER_USED})"
 	echo
-	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH |"
-	echo "|---|---:|---:|---:|"
+	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH | server CPU per run, OpenSSH / gitssh |"
+	echo "|---|---:|---:|---:|---:|"
 	for c in $CASES; do
 		a=$(median "$WORK/t-$c-openssh")
 		b=$(median "$WORK/t-$c-gitssh")
-		echo "| $(label "$c") | $(fmt "$a") | $(fmt "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }') |"
+		echo "| $(label "$c") | $(fmt "$a") | $(fmt "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }') | $(fmt "$(cat "$WORK/cpu-$c-openssh")") / $(fmt "$(cat "$WORK/cpu-$c-gitssh")") |"
 	done
 	echo
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
 	echo "Versions: $(git --version); OpenSSH server $(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo '?'), client $(ssh -V 2>&1); $(go version | cut -d' ' -f3); $(go list -m golang.org/x/crypto)"
+	echo "Server CPU = user+system seconds of the server process and its reaped children (git included), averaged over the measured runs."
 	echo
 	echo "Raw times (s), OpenSSH / gitssh:"
 	echo
