@@ -9,8 +9,10 @@ export PATH := $(LOCALBIN):$(PATH)
 
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 STATICCHECK_VERSION ?= v0.8.2
+HELM_VERSION ?= v3.22.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 STATICCHECK ?= $(LOCALBIN)/staticcheck-$(STATICCHECK_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 GO_TEST_FLAGS ?= -race -count=1
 GO_TEST_TIMEOUT ?= 20m
@@ -30,12 +32,26 @@ dev: ## Run gitssh on a local control plane with a demo key and project.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Write the CRDs (config/crd/bases) and RBAC (config/rbac) from the Go markers.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/...;./internal/app/..." \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/...;./internal/app/...;./internal/usage/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart-crds
+
+CHART_CRDS := charts/gitssh/templates/crds
+.PHONY: chart-crds
+chart-crds: ## Copy the CRDs and the manager Role's rules into the Helm chart (run by manifests).
+	@rm -rf $(CHART_CRDS) && mkdir -p $(CHART_CRDS)
+	@for f in config/crd/bases/*.yaml; do \
+		{ echo '{{- if .Values.crds.enabled }}'; \
+		  echo "# Generated from $$f by 'make manifests'; do not edit."; \
+		  sed -e '/^---$$/d' -e 's/^  annotations:$$/  annotations:\n    helm.sh\/resource-policy: keep/' $$f; \
+		  echo '{{- end }}'; } > $(CHART_CRDS)/$$(basename $$f); \
+	done
+	@{ echo "# Generated from config/rbac/role.yaml by 'make manifests'; do not edit."; \
+	  sed -n '/^rules:$$/,$$p' config/rbac/role.yaml; } > charts/gitssh/files/manager-role-rules.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Write zz_generated.deepcopy.go.
-	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/...;./controllers/...;./internal/app/..."
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/...;./controllers/...;./internal/app/...;./internal/usage/..."
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files differ from what is committed.
@@ -61,10 +77,14 @@ envtest: ## Build kube-apiserver, etcd and kubectl into the user cache (once) an
 	hack/setup-envtest.sh >/dev/null
 
 .PHONY: test
-test: envtest ## Every test, unit and integration, against a real kube-apiserver + etcd, git and ssh.
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) -timeout $(GO_TEST_TIMEOUT) ./...
+test: envtest $(HELM) ## Every test, unit and integration, against a real kube-apiserver + etcd, git and ssh.
+	HELM=$(HELM) KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) -timeout $(GO_TEST_TIMEOUT) ./...
 
 ##@ Build
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the Helm chart.
+	$(HELM) lint --strict charts/gitssh
 
 .PHONY: build
 build: ## Build the gitssh binary into bin/.
@@ -82,3 +102,7 @@ $(CONTROLLER_GEN): | $(LOCALBIN)
 $(STATICCHECK): | $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	mv $(LOCALBIN)/staticcheck $@
+
+$(HELM): | $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $@

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
@@ -43,6 +44,8 @@ func main() {
 	flag.StringVar(&opts.HealthProbeAddr, "health-probe-bind-address", ":8081", "The address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", true, "Elect one replica to write status and provision repositories; every replica serves SSH either way.")
 	flag.StringVar(&opts.LeaderElectionID, "leader-election-id", "gitssh-leader", "The name of the leader election Lease.")
+
+	flag.DurationVar(&opts.UsageFlushInterval, "usage-flush-interval", usage.DefaultFlushInterval, "How often, at most, one key's or project's last-used times are written to its status; also their granularity.")
 
 	flag.DurationVar(&opts.SSH.LoginGraceTime, "ssh-login-grace-time", sshserver.DefaultLoginGraceTime, "Time a client has to authenticate.")
 	flag.IntVar(&opts.SSH.MaxAuthTries, "ssh-max-auth-tries", sshserver.DefaultMaxAuthTries, "Authentication attempts per connection.")

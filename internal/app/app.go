@@ -32,6 +32,7 @@ import (
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
 	"github.com/gitssh-dev/gitssh/internal/repostore"
+	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
@@ -53,6 +54,10 @@ type Options struct {
 	PublicHost  string
 	PublicPort  int
 	ServiceName string
+
+	// UsageFlushInterval is how often, at most, one object's usage times are written, and
+	// their granularity. Default 1 minute.
+	UsageFlushInterval time.Duration
 
 	// RepoRoot holds the bare repositories, <RepoRoot>/<owner>/<project>.git.
 	RepoRoot string
@@ -125,7 +130,14 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 
 	authz := authorizer.New()
 	store := repostore.Store{Root: opts.RepoRoot}
-	server, err := sshserver.New(opts.SSH, hostKeys, authz, sshserver.NopRecorder{}, log.WithName("ssh"))
+	usageRecorder := &usage.Recorder{
+		Client: mgr.GetClient(), Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Events: mgr.GetEventRecorder("gitssh"), Interval: opts.UsageFlushInterval, Log: log.WithName("usage"),
+	}
+	if err := mgr.Add(usageRecorder); err != nil {
+		return err
+	}
+	server, err := sshserver.New(opts.SSH, hostKeys, authz, usageRecorder, log.WithName("ssh"))
 	if err != nil {
 		return err
 	}
@@ -168,6 +180,8 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := mgr.Add(&sshRunnable{
 		server: server, addr: opts.SSHAddr, listener: opts.Listener, grace: grace,
 		cache: mgr.GetCache(), loaders: []loader{keyFeeder, projectFeeder}, log: log.WithName("ssh"),
+		// Pushes that finished during the grace period are written too.
+		afterShutdown: func(ctx context.Context) { usageRecorder.Flush(ctx) },
 	}); err != nil {
 		return err
 	}

@@ -29,6 +29,8 @@ type sshRunnable struct {
 	cache    cache.Cache
 	loaders  []loader
 	log      logr.Logger
+	// afterShutdown runs once the server has stopped, within the grace period's context.
+	afterShutdown func(context.Context)
 }
 
 // NeedLeaderElection is false: every replica serves SSH.
@@ -64,6 +66,11 @@ func (r *sshRunnable) Start(ctx context.Context) error {
 	defer cancel()
 	if err := r.server.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if r.afterShutdown != nil {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.afterShutdown(flushCtx)
 	}
 	if err := <-served; err != nil && !errors.Is(err, sshserver.ErrServerClosed) {
 		return err
