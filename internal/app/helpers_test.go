@@ -68,7 +68,9 @@ func startGitsshOn(t testing.TB, ns, repoRoot string, port int) *instance {
 			PublicPort:    port,
 			RepoRoot:      repoRoot,
 			HostKeySecret: hostKeySecret,
-			MetricsAddr:   "0", HealthProbeAddr: "0",
+			// Short, so that usage times show up quickly in tests.
+			UsageFlushInterval: time.Second,
+			MetricsAddr:        "0", HealthProbeAddr: "0",
 			SkipControllerNameValidation: true,
 		}, zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
 	}()
