@@ -93,7 +93,8 @@ func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
 	}
-	r.recordTransition(ctx, &project, meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready)
+	recordReadyTransition(ctx, r.Recorder, &project, "Provision", meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready,
+		"cloneURL", project.Status.CloneURL)
 	return result, nil
 }
 
@@ -206,16 +207,8 @@ func (r *GitProjectReconciler) ownsRepository(ctx context.Context, project *gits
 	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
 		return false, err
 	}
-	for _, other := range claimants.Items {
-		if other.UID == project.UID {
-			continue
-		}
-		if other.CreationTimestamp.Before(&project.CreationTimestamp) ||
-			(other.CreationTimestamp.Equal(&project.CreationTimestamp) && client.ObjectKeyFromObject(&other).String() < client.ObjectKeyFromObject(project).String()) {
-			return false, nil
-		}
-	}
-	return true, nil
+	winner := oldestOf(ptrs(claimants.Items), true)
+	return winner == nil || winner.GetUID() == project.UID, nil
 }
 
 func (r *GitProjectReconciler) projectsWithTheSameAddress(ctx context.Context, obj client.Object) []reconcile.Request {
@@ -232,16 +225,4 @@ func (r *GitProjectReconciler) projectsWithTheSameAddress(ctx context.Context, o
 		}
 	}
 	return requests
-}
-
-func (r *GitProjectReconciler) recordTransition(ctx context.Context, project *gitsshv1alpha1.GitProject, previous *metav1.Condition, ready metav1.Condition) {
-	if previous != nil && previous.Status == ready.Status && previous.Reason == ready.Reason {
-		return
-	}
-	eventType := corev1.EventTypeNormal
-	if ready.Status != metav1.ConditionTrue {
-		eventType = corev1.EventTypeWarning
-	}
-	r.Recorder.Eventf(project, nil, eventType, ready.Reason, "Provision", "%s", ready.Message)
-	log.FromContext(ctx).Info("Updated project status", "ready", ready.Status, "reason", ready.Reason, "cloneURL", project.Status.CloneURL)
 }

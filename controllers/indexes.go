@@ -48,9 +48,14 @@ func projectAddress(p *gitsshv1alpha1.GitProject) string {
 // broken by "namespace/name", as the authorizer decides. Objects being deleted do not
 // compete. It returns nil when none compete.
 func oldest[T client.Object](objs []T) client.Object {
+	return oldestOf(objs, false)
+}
+
+// oldestOf is oldest, counting objects being deleted too when includeDeleting.
+func oldestOf[T client.Object](objs []T, includeDeleting bool) client.Object {
 	var live []T
 	for _, obj := range objs {
-		if obj.GetDeletionTimestamp().IsZero() {
+		if includeDeleting || obj.GetDeletionTimestamp().IsZero() {
 			live = append(live, obj)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -75,7 +74,8 @@ func (r *SSHPublicKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
 	}
-	r.recordTransition(ctx, &key, meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready)
+	recordReadyTransition(ctx, r.Recorder, &key, "Register", meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready,
+		"fingerprint", key.Status.Fingerprint, "user", key.Spec.User)
 	return ctrl.Result{}, nil
 }
 
@@ -121,20 +121,4 @@ func (r *SSHPublicKeyReconciler) keysWithTheSameFingerprint(ctx context.Context,
 		}
 	}
 	return requests
-}
-
-func (r *SSHPublicKeyReconciler) recordTransition(ctx context.Context, key *gitsshv1alpha1.SSHPublicKey, previous *metav1.Condition, ready metav1.Condition) {
-	if previous != nil && previous.Status == ready.Status && previous.Reason == ready.Reason {
-		return
-	}
-	eventType := corev1.EventTypeNormal
-	if ready.Status != metav1.ConditionTrue {
-		eventType = corev1.EventTypeWarning
-	}
-	r.Recorder.Eventf(key, nil, eventType, ready.Reason, "Register", "%s", ready.Message)
-	log.FromContext(ctx).Info("Updated key status", "ready", ready.Status, "reason", ready.Reason, "fingerprint", key.Status.Fingerprint, "user", key.Spec.User)
-}
-
-func falseCondition(reason, message string) metav1.Condition {
-	return metav1.Condition{Type: gitsshv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message}
 }

@@ -62,7 +62,7 @@ type keyPair struct {
 }
 
 // createKeys makes n keys in ns, in the API and in authz.
-func createKeys(t *testing.T, ns string, n int, authz *authorizer.Authorizer) []keyPair {
+func createKeys(t testing.TB, ns string, n int, authz *authorizer.Authorizer) []keyPair {
 	g := NewWithT(t)
 	var keys []keyPair
 	for i := range n {
@@ -85,7 +85,7 @@ func createKeys(t *testing.T, ns string, n int, authz *authorizer.Authorizer) []
 }
 
 // serve runs the real SSH server with rec on 127.0.0.1 and returns its address.
-func serve(t *testing.T, authz *authorizer.Authorizer, rec sshserver.Recorder) string {
+func serve(t testing.TB, authz *authorizer.Authorizer, rec sshserver.Recorder) string {
 	g := NewWithT(t)
 	pems, err := hostkeys.Generate()
 	g.Expect(err).NotTo(HaveOccurred())

@@ -1,0 +1,31 @@
+package controllers
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+)
+
+// recordReadyTransition emits an event and a log line when the Ready condition changed
+// status or reason: Warning when it is not True.
+func recordReadyTransition(ctx context.Context, recorder events.EventRecorder, obj client.Object, action string, previous *metav1.Condition, ready metav1.Condition, logKeysAndValues ...any) {
+	if previous != nil && previous.Status == ready.Status && previous.Reason == ready.Reason {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if ready.Status != metav1.ConditionTrue {
+		eventType = corev1.EventTypeWarning
+	}
+	recorder.Eventf(obj, nil, eventType, ready.Reason, action, "%s", ready.Message)
+	log.FromContext(ctx).Info("Updated status", append([]any{"ready", ready.Status, "reason", ready.Reason}, logKeysAndValues...)...)
+}
+
+func falseCondition(reason, message string) metav1.Condition {
+	return metav1.Condition{Type: gitsshv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
