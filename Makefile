@@ -39,7 +39,7 @@ manifests: $(CONTROLLER_GEN) ## Write the CRDs (config/crd/bases) and RBAC (conf
 CHART_CRDS := charts/gitssh/templates/crds
 .PHONY: chart-crds
 chart-crds: ## Copy the CRDs and the manager Role's rules into the Helm chart (run by manifests).
-	@rm -rf $(CHART_CRDS) && mkdir -p $(CHART_CRDS)
+	@rm -rf $(CHART_CRDS) && mkdir -p $(CHART_CRDS) charts/gitssh/files
 	@for f in config/crd/bases/*.yaml; do \
 		{ echo '{{- if .Values.crds.enabled }}'; \
 		  echo "# Generated from $$f by 'make manifests'; do not edit."; \

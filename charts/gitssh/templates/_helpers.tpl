@@ -1,0 +1,68 @@
+{{/* The chart name, overridable. */}}
+{{- define "gitssh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects; also the SSH Service's name, passed to gitssh as
+--service-name. A release named "gitssh" gives "gitssh".
+*/}}
+{{- define "gitssh.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gitssh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gitssh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gitssh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gitssh.labels" -}}
+helm.sh/chart: {{ include "gitssh.chart" . }}
+{{ include "gitssh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "gitssh.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gitssh.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The host key Secret. Its default name does not depend on the release, so a reinstall
+finds the same identity.
+*/}}
+{{- define "gitssh.hostKeySecret" -}}
+{{- default "gitssh-host-keys" .Values.hostKey.existingSecret }}
+{{- end }}
+
+{{- define "gitssh.knownHostsConfigMap" -}}
+{{- printf "%s-known-hosts" (include "gitssh.hostKeySecret" .) }}
+{{- end }}
+
+{{- define "gitssh.claimName" -}}
+{{- default (printf "%s-repositories" (include "gitssh.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/* "true" when the repository volume can be mounted by one node only. */}}
+{{- define "gitssh.singleWriterVolume" -}}
+{{- if and .Values.persistence.enabled (or (has "ReadWriteOnce" .Values.persistence.accessModes) (has "ReadWriteOncePod" .Values.persistence.accessModes)) (not (has "ReadWriteMany" .Values.persistence.accessModes)) -}}
+true
+{{- end }}
+{{- end }}

@@ -1,0 +1,233 @@
+package manifests_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"sigs.k8s.io/yaml"
+)
+
+func TestHelmLint(t *testing.T) {
+	for _, values := range []string{"", "test/manifests/testdata/values-custom.yaml"} {
+		t.Run("values="+values, func(t *testing.T) {
+			args := []string{"lint", "--strict", chartDir}
+			if values != "" {
+				args = append(args, "--values", values)
+			}
+			out, err := run(t.Context(), nil, helm(t), args...)
+			NewWithT(t).Expect(err).NotTo(HaveOccurred(), string(out))
+		})
+	}
+}
+
+func TestChartDefaults(t *testing.T) {
+	g := NewWithT(t)
+	out, err := helmTemplate(t, "gitssh-system")
+	g.Expect(err).NotTo(HaveOccurred())
+	m := parse(t, out)
+
+	deploy := m.one(t, "Deployment", "gitssh")
+	g.Expect(nested(t, deploy, "spec", "replicas")).To(BeEquivalentTo(1))
+	g.Expect(nested(t, deploy, "spec", "strategy", "type")).To(Equal("Recreate"), "one ReadWriteOnce volume")
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "terminationGracePeriodSeconds")).To(BeEquivalentTo(45))
+
+	flags := args(t, deploy)
+	for _, flag := range mainFlags(t) {
+		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" {
+			continue // the pod's namespace; the public address defaults to the Service's
+		}
+		g.Expect(flags).To(HaveKey(flag), "main.go's --%s is not set by the chart: add a value for it", flag)
+	}
+	for flag := range flags {
+		g.Expect(mainFlags(t)).To(ContainElement(flag), "the chart passes --%s, which main.go does not define", flag)
+	}
+	g.Expect(flags).To(Equal(map[string]string{
+		"leader-elect":                  "true",
+		"leader-election-id":            "gitssh-leader",
+		"ssh-addr":                      ":2222",
+		"service-name":                  "gitssh",
+		"repo-root":                     "/var/lib/gitssh/repositories",
+		"host-key-secret":               "gitssh-host-keys",
+		"metrics-bind-address":          ":8080",
+		"health-probe-bind-address":     ":8081",
+		"ssh-user":                      "git",
+		"ssh-login-grace-time":          "30s",
+		"ssh-max-auth-tries":            "6",
+		"ssh-max-unauthenticated-conns": "64",
+		"ssh-max-conns":                 "1024",
+		"ssh-max-sessions-per-conn":     "10",
+		"ssh-idle-timeout":              "2m",
+		"ssh-keepalive-interval":        "15s",
+		"ssh-keepalive-count-max":       "3",
+		"ssh-max-session-duration":      "0s",
+		"ssh-shutdown-grace-period":     "30s",
+		"usage-flush-interval":          "1m",
+	}))
+
+	c := container(t, deploy)
+	g.Expect(c["env"]).To(ContainElement(HaveKeyWithValue("valueFrom",
+		map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}})))
+	g.Expect(c["readinessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/readyz")))
+	g.Expect(c["livenessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/healthz")))
+	g.Expect(c["securityContext"]).To(And(
+		HaveKeyWithValue("readOnlyRootFilesystem", true),
+		HaveKeyWithValue("allowPrivilegeEscalation", false),
+		HaveKeyWithValue("capabilities", map[string]any{"drop": []any{"ALL"}}),
+	))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "securityContext")).To(And(
+		HaveKeyWithValue("runAsNonRoot", true),
+		HaveKeyWithValue("seccompProfile", map[string]any{"type": "RuntimeDefault"}),
+	))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
+		HaveKeyWithValue("persistentVolumeClaim", map[string]any{"claimName": "gitssh-repositories"})))
+
+	svc := m.one(t, "Service", "gitssh")
+	g.Expect(nested(t, svc, "spec", "type")).To(Equal("LoadBalancer"))
+	g.Expect(nested(t, svc, "spec", "ports")).To(Equal([]any{map[string]any{
+		"name": "gitssh", "port": int64(22), "targetPort": int64(2222), "protocol": "TCP"}}))
+	m.one(t, "Service", "gitssh-metrics")
+
+	pvc := m.one(t, "PersistentVolumeClaim", "gitssh-repositories")
+	g.Expect(nested(t, pvc, "spec", "accessModes")).To(Equal([]any{"ReadWriteOnce"}))
+	g.Expect(nested(t, pvc, "spec", "resources", "requests", "storage")).To(Equal("10Gi"))
+
+	for _, name := range []string{"sshpublickeys.gitssh.dev", "gitprojects.gitssh.dev"} {
+		crd := m.one(t, "CustomResourceDefinition", name)
+		g.Expect(crd.GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+	}
+
+	// Least privilege: a namespaced Role with exactly the generated rules, bound to the
+	// chart's ServiceAccount, and nothing cluster-wide.
+	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("ClusterRole")))
+	role := m.one(t, "Role", "gitssh")
+	generated, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "rbac", "role.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	var clusterRole struct{ Rules []any }
+	g.Expect(yaml.Unmarshal(generated, &clusterRole)).To(Succeed())
+	g.Expect(nested(t, role, "rules")).To(Equal(clusterRole.Rules), "run 'make manifests'")
+	binding := m.one(t, "RoleBinding", "gitssh")
+	g.Expect(nested(t, binding, "subjects")).To(Equal([]any{map[string]any{
+		"kind": "ServiceAccount", "name": "gitssh", "namespace": "gitssh-system"}}))
+	m.one(t, "ServiceAccount", "gitssh")
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "serviceAccountName")).To(Equal("gitssh"))
+
+	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("ServiceMonitor/")))
+	test := m.one(t, "Pod", "gitssh-test-host-key")
+	g.Expect(test.GetAnnotations()).To(HaveKeyWithValue("helm.sh/hook", "test"))
+	g.Expect(nested(t, test, "spec", "volumes")).To(ContainElement(HaveKeyWithValue("configMap",
+		HaveKeyWithValue("name", "gitssh-host-keys-known-hosts"))))
+
+	applyDryRun(t, "gitssh-system", m)
+}
+
+func TestChartCustomValues(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	out, err := run(t.Context(), nil, helm(t), "template", "acme", chartDir, "--namespace", ns,
+		"--values", "test/manifests/testdata/values-custom.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	m := parse(t, out)
+
+	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("CustomResourceDefinition/")), "crds.enabled=false")
+	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("PersistentVolumeClaim/")), "existingClaim")
+
+	deploy := m.one(t, "Deployment", "acme-gitssh")
+	g.Expect(nested(t, deploy, "spec", "replicas")).To(BeEquivalentTo(2))
+	g.Expect(nested(t, deploy, "spec", "strategy", "type")).To(Equal("RollingUpdate"), "ReadWriteMany volume")
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "terminationGracePeriodSeconds")).To(BeEquivalentTo(150))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
+		HaveKeyWithValue("persistentVolumeClaim", map[string]any{"claimName": "shared-repositories"})))
+	g.Expect(args(t, deploy)).To(And(
+		HaveKeyWithValue("service-name", "acme-gitssh"),
+		HaveKeyWithValue("leader-election-id", "acme-gitssh-leader"),
+		HaveKeyWithValue("host-key-secret", "acme-git-host-keys"),
+		HaveKeyWithValue("ssh-user", "forge"),
+		HaveKeyWithValue("ssh-public-host", "git.example.com"),
+		HaveKeyWithValue("ssh-public-port", "2022"),
+		HaveKeyWithValue("ssh-login-grace-time", "10s"),
+		HaveKeyWithValue("ssh-max-auth-tries", "3"),
+		HaveKeyWithValue("ssh-max-unauthenticated-conns", "16"),
+		HaveKeyWithValue("ssh-max-conns", "256"),
+		HaveKeyWithValue("ssh-max-sessions-per-conn", "4"),
+		HaveKeyWithValue("ssh-idle-timeout", "1m"),
+		HaveKeyWithValue("ssh-keepalive-interval", "10s"),
+		HaveKeyWithValue("ssh-keepalive-count-max", "5"),
+		HaveKeyWithValue("ssh-max-session-duration", "1h"),
+		HaveKeyWithValue("ssh-shutdown-grace-period", "2m"),
+		HaveKeyWithValue("usage-flush-interval", "30s"),
+		HaveKeyWithValue("zap-log-level", "debug"),
+	))
+
+	svc := m.one(t, "Service", "acme-gitssh")
+	g.Expect(nested(t, svc, "spec", "type")).To(Equal("ClusterIP"))
+	g.Expect(svc.GetAnnotations()).To(HaveKeyWithValue("example.com/owner", "platform"))
+	g.Expect(nested(t, svc, "spec", "ports")).To(ContainElement(HaveKeyWithValue("port", int64(2022))))
+	_, hasPolicy := svc.Object["spec"].(map[string]any)["externalTrafficPolicy"]
+	g.Expect(hasPolicy).To(BeFalse(), "externalTrafficPolicy is invalid on a ClusterIP Service")
+
+	monitor := m.one(t, "ServiceMonitor", "acme-gitssh")
+	g.Expect(monitor.GetLabels()).To(HaveKeyWithValue("release", "prometheus"))
+	g.Expect(nested(t, monitor, "spec", "endpoints")).To(ContainElement(HaveKeyWithValue("port", "metrics")))
+
+	test := m.one(t, "Pod", "acme-gitssh-test-host-key")
+	g.Expect(nested(t, test, "spec", "volumes")).To(ContainElement(HaveKeyWithValue("configMap",
+		HaveKeyWithValue("name", "acme-git-host-keys-known-hosts"))))
+
+	// envtest runs no Prometheus Operator: install a stand-in ServiceMonitor CRD.
+	crd, err := kubectl(t, nil, "apply", "--server-side", "-f", "test/manifests/testdata/servicemonitor-crd.yaml")
+	g.Expect(err).NotTo(HaveOccurred(), string(crd))
+	_, err = kubectl(t, nil, "wait", "--for=condition=Established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com")
+	g.Expect(err).NotTo(HaveOccurred())
+	applyDryRun(t, ns, m)
+}
+
+func TestChartServiceOptions(t *testing.T) {
+	g := NewWithT(t)
+	out, err := helmTemplate(t, "gitssh-system",
+		"--set", "service.externalTrafficPolicy=Local",
+		"--set", "service.loadBalancerSourceRanges={203.0.113.0/24,198.51.100.0/24}",
+		"--set", "persistence.storageClass=fast", "--set", "persistence.size=50Gi",
+		"--set", "metrics.enabled=false", "--set", "leaderElection.enabled=false")
+	g.Expect(err).NotTo(HaveOccurred())
+	m := parse(t, out)
+	svc := m.one(t, "Service", "gitssh")
+	g.Expect(nested(t, svc, "spec", "externalTrafficPolicy")).To(Equal("Local"))
+	g.Expect(nested(t, svc, "spec", "loadBalancerSourceRanges")).To(Equal([]any{"203.0.113.0/24", "198.51.100.0/24"}))
+	pvc := m.one(t, "PersistentVolumeClaim", "gitssh-repositories")
+	g.Expect(nested(t, pvc, "spec", "storageClassName")).To(Equal("fast"))
+	g.Expect(nested(t, pvc, "spec", "resources", "requests", "storage")).To(Equal("50Gi"))
+	g.Expect(m.kinds()).NotTo(ContainElement("Service/gitssh-metrics"))
+	g.Expect(args(t, m.one(t, "Deployment", "gitssh"))).To(And(
+		HaveKeyWithValue("metrics-bind-address", "0"),
+		HaveKeyWithValue("leader-elect", "false"),
+	))
+	applyDryRun(t, "gitssh-system", m.without("CustomResourceDefinition"))
+}
+
+func TestChartRejectsBadValues(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  []string
+		want string
+	}{
+		{"several replicas on a ReadWriteOnce volume", []string{"replicaCount=2"}, "needs a ReadWriteMany volume"},
+		{"several replicas without a volume", []string{"replicaCount=2", "persistence.enabled=false"}, "needs a shared volume"},
+		{"unknown Service type", []string{"service.type=External"}, "/service/type"},
+		{"a duration that is not one", []string{"ssh.idleTimeout=two minutes"}, "/ssh/idleTimeout"},
+		{"a mistyped value", []string{"ssh.maxConn=10"}, "maxConn"},
+		{"no access mode", []string{"persistence.accessModes=null"}, "accessModes"}, {"a missing SSH limit", []string{"ssh.maxConns=null"}, "maxConns"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			var args []string
+			for _, s := range tt.set {
+				args = append(args, "--set", s)
+			}
+			out, err := helmTemplate(t, "gitssh-system", args...)
+			g.Expect(err).To(HaveOccurred(), string(out))
+			g.Expect(err.Error()).To(ContainSubstring(tt.want))
+		})
+	}
+}
