@@ -10,6 +10,7 @@
 #                          e.g. aes128-gcm@openssh.com (default: client's choice)
 #   BENCH_CASES="big small ls-remote ls-remote-10k parallel"
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
+#   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
 #   BENCH_COPY_BUFFER=N    sshserver.Config.CopyBufferSize for the gitssh server
 set -euo pipefail
 
@@ -136,8 +137,12 @@ wait_port() { # PORT PID
 	die "server on port $1 did not start"
 }
 
-log "building hack/bench/gitssh-server"
-go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
+if [[ -n ${BENCH_GITSSH_BIN:-} ]]; then
+	cp "$BENCH_GITSSH_BIN" "$WORK/gitssh-server"
+else
+	log "building hack/bench/gitssh-server"
+	go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
+fi
 
 GITSSH_FLAGS=()
 [[ -n ${BENCH_CPUPROFILE:-} ]] && GITSSH_FLAGS+=(-cpuprofile "$BENCH_CPUPROFILE")
