@@ -205,8 +205,8 @@ func mainFlags(t testing.TB) []string {
 func applyDryRun(t testing.TB, ns string, m manifest) {
 	t.Helper()
 	g := NewWithT(t)
-	if out, err := kubectl(t, nil, "get", "namespace", ns); err != nil {
-		out, err = kubectl(t, nil, "create", "namespace", ns)
+	if _, err := kubectl(t, nil, "get", "namespace", ns); err != nil {
+		out, err := kubectl(t, nil, "create", "namespace", ns)
 		g.Expect(err).NotTo(HaveOccurred(), string(out))
 	}
 	out, err := kubectl(t, m.yaml(t), "apply", "--server-side", "--dry-run=server", "--force-conflicts",
