@@ -214,6 +214,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 	}{
 		{"several replicas on a ReadWriteOnce volume", []string{"replicaCount=2"}, "needs a ReadWriteMany volume"},
 		{"several replicas without a volume", []string{"replicaCount=2", "persistence.enabled=false"}, "needs a shared volume"},
+		{"pods killed before running pushes finish", []string{"ssh.shutdownGracePeriod=1m"}, "must exceed ssh.shutdownGracePeriod"},
 		{"unknown Service type", []string{"service.type=External"}, "/service/type"},
 		{"a duration that is not one", []string{"ssh.idleTimeout=two minutes"}, "/ssh/idleTimeout"},
 		{"a mistyped value", []string{"ssh.maxConn=10"}, "maxConn"},

@@ -66,3 +66,17 @@ finds the same identity.
 true
 {{- end }}
 {{- end }}
+
+{{/*
+Seconds in a Go duration made of whole h, m and s (e.g. "1m30s"); empty for other forms
+(fractions, ms), which are then not checked.
+*/}}
+{{- define "gitssh.durationSeconds" -}}
+{{- $d := toString . }}
+{{- if regexMatch "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$" $d }}
+{{- $h := regexFind "[0-9]+h" $d | trimSuffix "h" | default "0" | int }}
+{{- $m := regexFind "[0-9]+m" $d | trimSuffix "m" | default "0" | int }}
+{{- $s := regexFind "[0-9]+s" $d | trimSuffix "s" | default "0" | int }}
+{{- add (mul $h 3600) (mul $m 60) $s }}
+{{- end }}
+{{- end }}
