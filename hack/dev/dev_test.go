@@ -42,7 +42,8 @@ const (
 // from ./hack/dev), in a temporary .dev directory: it runs the printed kubectl and git
 // clone commands, pushes a commit, stops it with SIGINT as Ctrl-C would, and runs it
 // again to find the same host key (the first run's known_hosts, strictly checked) and
-// the pushed commit.
+// the pushed commit; then kills it (SIGKILL) and checks that a third run stops the
+// control plane left behind and serves the same.
 func TestMakeDev(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("needs /proc to check that the control plane processes are gone")
@@ -115,15 +116,43 @@ func TestMakeDev(t *testing.T) {
 	first.interruptAndWait(t)
 
 	// Second run, same directory: same host key, same repository.
-	second := startDev(t, bin, root, devDir, assets, port)
-	second.waitReady(t)
 	strict := "ssh -F /dev/null -i " + filepath.Join(devDir, "demo_ed25519") + " -o IdentitiesOnly=yes -o BatchMode=yes" +
 		" -o StrictHostKeyChecking=yes -o UserKnownHostsFile=" + pinned
-	refs := shell(t, work, slices.Concat(gitEnv, []string{"GIT_SSH_COMMAND=" + strict}), "git ls-remote "+wantURL)
-	if !strings.Contains(refs, pushed+"\trefs/heads/main") {
-		t.Fatalf("after a restart, refs/heads/main is not the pushed commit %s:\n%s", pushed, refs)
+	checkRestarted := func() {
+		t.Helper()
+		refs := shell(t, work, slices.Concat(gitEnv, []string{"GIT_SSH_COMMAND=" + strict}), "git ls-remote "+wantURL)
+		if !strings.Contains(refs, pushed+"\trefs/heads/main") {
+			t.Fatalf("after a restart, refs/heads/main is not the pushed commit %s:\n%s", pushed, refs)
+		}
 	}
-	second.interruptAndWait(t)
+	second := startDev(t, bin, root, devDir, assets, port)
+	second.waitReady(t)
+	checkRestarted()
+
+	// Killed rather than stopped, it leaves etcd and kube-apiserver behind (envtest
+	// starts them in process groups of their own); the next run stops them first.
+	leftovers := childProcesses(second.cmd.Process.Pid)
+	if len(leftovers) < 2 {
+		t.Fatalf("expected etcd and kube-apiserver among the children of make dev, found %v", leftovers)
+	}
+	t.Cleanup(func() {
+		for _, pid := range leftovers {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if err := second.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-second.exited
+	third := startDev(t, bin, root, devDir, assets, port)
+	third.waitReady(t)
+	for _, pid := range leftovers {
+		if alive(pid) {
+			t.Errorf("process %d, left over by the killed run, still runs", pid)
+		}
+	}
+	checkRestarted()
+	third.interruptAndWait(t)
 }
 
 // devProcess is one run of the dev binary.

@@ -85,7 +85,7 @@ func main() {
 type paths struct {
 	root, dir                                  string // the source tree, and .dev in it (or $GITSSH_DEV_DIR)
 	assets                                     string // kube-apiserver, etcd, kubectl
-	etcd, hostKeys, repos, logs                string
+	etcd, hostKeys, repos, logs, pidFile       string
 	kubeconfig, demoKey, knownHosts, kubectlIn string
 }
 
@@ -131,18 +131,24 @@ func run(log logr.Logger) error {
 		return nil
 	}
 
+	stopLeftovers(p.pidFile, log)
 	env, err := startControlPlane(p, log)
 	if err != nil {
 		return err
 	}
+	writePIDFile(p.pidFile, log)
 	defer func() {
 		log.Info("Stopping kube-apiserver and etcd")
 		if err := env.Stop(); err != nil {
 			log.Error(err, "Stopping the control plane failed")
 			return
 		}
+		_ = os.Remove(p.pidFile)
 		log.Info("Stopped kube-apiserver and etcd", "etcdData", p.etcd)
 	}()
+	if ctx.Err() != nil {
+		return nil
+	}
 	c, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		return err
@@ -241,6 +247,7 @@ func resolvePaths() (*paths, error) {
 		hostKeys:   filepath.Join(dir, "host-keys"),
 		repos:      filepath.Join(dir, "repositories"),
 		logs:       filepath.Join(dir, "logs"),
+		pidFile:    filepath.Join(dir, "control-plane.pids"),
 		kubeconfig: filepath.Join(dir, "kubeconfig"),
 		demoKey:    filepath.Join(dir, "demo_ed25519"),
 		knownHosts: filepath.Join(dir, "known_hosts"),
@@ -589,4 +596,101 @@ func freeLocalAddr() string {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String()
+}
+
+// controlPlaneNames are the processes envtest starts for us. It starts them in process
+// groups of their own, so they outlive this process if it is killed (SIGKILL) rather
+// than stopped; the pid file lets the next run find and stop them before etcd's data
+// directory is opened again.
+var controlPlaneNames = []string{"etcd", "kube-apiserver"}
+
+// writePIDFile records the control plane processes (children of this one) in pidFile.
+// It works where /proc does (Linux); elsewhere it writes nothing.
+func writePIDFile(pidFile string, log logr.Logger) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	var pids []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parentPID(pid); ok && ppid == os.Getpid() && isControlPlane(pid) {
+			pids = append(pids, strconv.Itoa(pid))
+		}
+	}
+	if err := os.WriteFile(pidFile, []byte(strings.Join(pids, "\n")+"\n"), 0o600); err != nil {
+		log.Error(err, "Writing the control plane's pid file failed", "path", pidFile)
+	}
+}
+
+// stopLeftovers stops the etcd and kube-apiserver of an earlier run that was killed,
+// kube-apiserver first.
+func stopLeftovers(pidFile string, log logr.Logger) {
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	pids := strings.Fields(string(data))
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		for _, field := range pids {
+			pid, err := strconv.Atoi(field)
+			if err != nil || controlPlaneName(pid) != name {
+				continue
+			}
+			log.Info("Stopping a control plane process left over from an earlier run", "pid", pid, "name", name)
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			deadline := time.Now().Add(15 * time.Second)
+			for isControlPlane(pid) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if isControlPlane(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	_ = os.Remove(pidFile)
+}
+
+// isControlPlane reports whether pid is a running (not zombie) etcd or kube-apiserver.
+func isControlPlane(pid int) bool { return controlPlaneName(pid) != "" }
+
+// controlPlaneName returns "etcd" or "kube-apiserver" when pid is one of them and
+// running (not a zombie), else "".
+func controlPlaneName(pid int) string {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return ""
+	}
+	s := string(stat)
+	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || closing < open {
+		return ""
+	}
+	if fields := strings.Fields(s[closing+1:]); len(fields) == 0 || fields[0] == "Z" {
+		return ""
+	}
+	comm := s[open+1 : closing]
+	for _, name := range controlPlaneNames {
+		if comm == name {
+			return name
+		}
+	}
+	return ""
+}
+
+func parentPID(pid int) (int, bool) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, false
+	}
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	return ppid, err == nil
 }
