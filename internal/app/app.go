@@ -37,6 +37,8 @@ import (
 )
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// Leader election still reports its transitions as core/v1 events.
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Options is everything one gitssh process is configured with.
 type Options struct {
