@@ -169,18 +169,20 @@ func run(log logr.Logger) error {
 	operatorDone := make(chan error, 1)
 	go func() {
 		operatorDone <- app.Run(opCtx, env.Config, app.Options{
-			Namespace:        namespace,
-			SSHAddr:          sshAddr,
-			Listener:         listener,
-			PublicHost:       "127.0.0.1",
-			PublicPort:       port,
-			ServiceName:      "gitssh",
-			RepoRoot:         p.repos,
-			HostKeySecret:    hostKeySecret,
-			MetricsAddr:      freeLocalAddr(),
-			HealthProbeAddr:  freeLocalAddr(),
-			LeaderElection:   false,
-			LeaderElectionID: "gitssh-leader",
+			Namespace:     namespace,
+			SSHAddr:       sshAddr,
+			Listener:      listener,
+			PublicHost:    "127.0.0.1",
+			PublicPort:    port,
+			ServiceName:   "gitssh",
+			RepoRoot:      p.repos,
+			HostKeySecret: hostKeySecret,
+			// Short, so that the demo shows LAST USED a few seconds after a clone.
+			UsageFlushInterval: 5 * time.Second,
+			MetricsAddr:        freeLocalAddr(),
+			HealthProbeAddr:    freeLocalAddr(),
+			LeaderElection:     false,
+			LeaderElectionID:   "gitssh-leader",
 		}, log)
 	}()
 
