@@ -53,9 +53,7 @@ func (f field) String() string {
 	return [...]string{"lastUsedTime", "lastFailedTime", "lastPushTime", "lastFetchTime"}[f]
 }
 
-func (f field) onKey() bool { return f == keyLastUsed || f == keyLastFailed }
-
-// object is one SSHPublicKey (onKey) or GitProject.
+// object is one SSHPublicKey (key) or GitProject.
 type object struct {
 	key bool
 	ref types.NamespacedName
