@@ -212,17 +212,6 @@ func (r *GitProjectReconciler) ownsRepository(ctx context.Context, project *gits
 }
 
 func (r *GitProjectReconciler) projectsWithTheSameAddress(ctx context.Context, obj client.Object) []reconcile.Request {
-	var claimants gitsshv1alpha1.GitProjectList
 	address := projectAddress(obj.(*gitsshv1alpha1.GitProject))
-	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: address}); err != nil {
-		log.FromContext(ctx).Error(err, "Failed to list projects with the same address", "project", address)
-		return nil
-	}
-	var requests []reconcile.Request
-	for _, other := range claimants.Items {
-		if other.Namespace != obj.GetNamespace() || other.Name != obj.GetName() {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&other)})
-		}
-	}
-	return requests
+	return otherClaimants(ctx, r.Client, &gitsshv1alpha1.GitProjectList{}, projectAddressIndex, address, obj)
 }

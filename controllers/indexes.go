@@ -4,6 +4,11 @@ import (
 	"context"
 	"sort"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -78,4 +83,25 @@ func ptrs[T any](items []T) []*T {
 		out[i] = &items[i]
 	}
 	return out
+}
+
+// otherClaimants returns a request for every object in the cache, other than self, whose
+// index holds value: the objects whose claim may have changed with self's.
+func otherClaimants(ctx context.Context, c client.Client, list client.ObjectList, index, value string, self client.Object) []reconcile.Request {
+	if value == "" {
+		return nil
+	}
+	if err := c.List(ctx, list, client.MatchingFields{index: value}); err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list competing objects", "index", index, "value", value)
+		return nil
+	}
+	var requests []reconcile.Request
+	_ = meta.EachListItem(list, func(item runtime.Object) error {
+		other := item.(client.Object)
+		if client.ObjectKeyFromObject(other) != client.ObjectKeyFromObject(self) {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(other)})
+		}
+		return nil
+	})
+	return requests
 }

@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -106,19 +105,5 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 
 func (r *SSHPublicKeyReconciler) keysWithTheSameFingerprint(ctx context.Context, obj client.Object) []reconcile.Request {
 	fingerprint := keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey))
-	if fingerprint == "" {
-		return nil
-	}
-	var holders gitsshv1alpha1.SSHPublicKeyList
-	if err := r.Client.List(ctx, &holders, client.MatchingFields{keyFingerprintIndex: fingerprint}); err != nil {
-		log.FromContext(ctx).Error(err, "Failed to list keys with the same fingerprint", "fingerprint", fingerprint)
-		return nil
-	}
-	var requests []reconcile.Request
-	for _, holder := range holders.Items {
-		if holder.Namespace != obj.GetNamespace() || holder.Name != obj.GetName() {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&holder)})
-		}
-	}
-	return requests
+	return otherClaimants(ctx, r.Client, &gitsshv1alpha1.SSHPublicKeyList{}, keyFingerprintIndex, fingerprint, obj)
 }
