@@ -65,12 +65,7 @@ func main() {
 	log := zap.New(zap.UseFlagOptions(&zapOptions))
 	ctrl.SetLogger(log)
 
-	restConfig := ctrl.GetConfigOrDie()
-	// controller-runtime's default (20 QPS, burst 30) makes a first sync of thousands of
-	// keys take minutes of status writes; the API server's priority and fairness still
-	// protects it from us.
-	restConfig.QPS, restConfig.Burst = 50, 100
-	if err := app.Run(ctrl.SetupSignalHandler(), restConfig, opts, log); err != nil {
+	if err := app.Run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), opts, log); err != nil {
 		log.Error(err, "gitssh stopped")
 		os.Exit(1)
 	}

@@ -31,6 +31,10 @@ const RepositoryFinalizer = "gitssh.dev/repository"
 // notServingRetry is how soon a project whose clone URL cannot be shown yet is looked at again.
 const notServingRetry = 5 * time.Second
 
+// endpointRecheck is how often a Ready project's clone URL is checked against the public
+// address, which can change (a new LoadBalancer address) without any event on the project.
+const endpointRecheck = 5 * time.Minute
+
 // +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=gitssh.dev,resources=gitprojects/finalizers,verbs=update
@@ -80,6 +84,7 @@ func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	ready.ObservedGeneration = project.Generation
 	project.Status.ObservedGeneration = project.Generation
 	meta.SetStatusCondition(&project.Status.Conditions, ready)
+	result.RequeueAfter = endpointRecheck
 	if requeue {
 		result.RequeueAfter = notServingRetry
 	}

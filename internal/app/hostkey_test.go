@@ -2,13 +2,18 @@ package app_test
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
@@ -68,4 +73,70 @@ func TestCorruptHostKeySecretStopsStartup(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: hostKeySecret}, &after)).To(Succeed())
 	g.Expect(after.ResourceVersion).To(Equal(corrupt.ResourceVersion))
 	g.Expect(after.Data).To(Equal(corrupt.Data))
+}
+
+// Two replicas starting at once against an empty namespace end with one host key Secret,
+// and both serve the same host keys.
+func TestTwoReplicasStartingAtOnceServeOneHostKey(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	repoRoot := t.TempDir()
+	var ports []int
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 2)
+	for range 2 {
+		listener, err := net.Listen("tcp", "127.0.0.1:0")
+		g.Expect(err).NotTo(HaveOccurred())
+		ports = append(ports, listener.Addr().(*net.TCPAddr).Port)
+		go func() {
+			stopped <- app.Run(ctx, env.Config, app.Options{
+				Namespace: ns, Listener: listener, PublicHost: "127.0.0.1", PublicPort: 22,
+				RepoRoot: repoRoot, HostKeySecret: hostKeySecret,
+				LeaderElection: true, LeaderElectionID: "gitssh-leader",
+				MetricsAddr: "0", HealthProbeAddr: "0", SkipControllerNameValidation: true,
+			}, zap.New(zap.WriteTo(testWriter{t})))
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			<-stopped
+		}
+	})
+
+	var secret corev1.Secret
+	g.Eventually(func() error {
+		return env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: hostKeySecret}, &secret)
+	}).WithTimeout(eventually).Should(Succeed())
+	for _, algorithm := range []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoRSASHA512} {
+		var served []string
+		for _, port := range ports {
+			var fingerprint string
+			g.Eventually(func() string {
+				fingerprint = servedHostKey(port, algorithm)
+				return fingerprint
+			}).WithTimeout(eventually).ShouldNot(BeEmpty())
+			served = append(served, fingerprint)
+		}
+		g.Expect(served[0]).To(Equal(served[1]), "the two replicas serve different %s host keys", algorithm)
+	}
+	var secrets corev1.SecretList
+	g.Expect(env.Client.List(context.Background(), &secrets, client.InNamespace(ns))).To(Succeed())
+	g.Expect(secrets.Items).To(HaveLen(1))
+}
+
+// servedHostKey returns the fingerprint of the host key the server at port shows for
+// algorithm, or "" when it does not answer.
+func servedHostKey(port int, algorithm string) string {
+	var fingerprint string
+	_, _ = ssh.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &ssh.ClientConfig{
+		User:              "git",
+		HostKeyAlgorithms: []string{algorithm},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			fingerprint = ssh.FingerprintSHA256(key)
+			return errors.New("host key captured; no need to log in")
+		},
+		Timeout: 5 * time.Second,
+	})
+	return fingerprint
 }
