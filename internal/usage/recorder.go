@@ -107,10 +107,15 @@ func (r *Recorder) record(obj object, f field) {
 	if obj.ref.Name == "" {
 		return
 	}
-	now := r.now()
 	eventsRecorded.WithLabelValues(f.String()).Inc()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.raise(obj, f, r.now())
+}
+
+// raise makes t the pending time of obj's field unless a later one is pending. Callers
+// hold r.mu.
+func (r *Recorder) raise(obj object, f field, t time.Time) {
 	if r.pending == nil {
 		r.pending = map[object]map[field]time.Time{}
 	}
@@ -120,8 +125,8 @@ func (r *Recorder) record(obj object, f field) {
 		r.pending[obj] = fields
 		pendingObjects.Inc()
 	}
-	if now.After(fields[f]) {
-		fields[f] = now
+	if t.After(fields[f]) {
+		fields[f] = t
 	}
 }
 
@@ -191,21 +196,10 @@ func (r *Recorder) Flush(ctx context.Context) (failed int) {
 
 // requeue puts times back, unless newer ones arrived meanwhile.
 func (r *Recorder) requeue(obj object, times map[field]time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for f, t := range times {
-		r.mu.Lock()
-		if r.pending == nil {
-			r.pending = map[object]map[field]time.Time{}
-		}
-		fields := r.pending[obj]
-		if fields == nil {
-			fields = map[field]time.Time{}
-			r.pending[obj] = fields
-			pendingObjects.Inc()
-		}
-		if t.After(fields[f]) {
-			fields[f] = t
-		}
-		r.mu.Unlock()
+		r.raise(obj, f, t)
 	}
 }
 
