@@ -572,21 +572,23 @@ func TestMaxUnauthenticatedConns(t *testing.T) {
 
 // blockingHook installs a pre-receive hook that says it started and waits
 // for a release file.
-func blockingHook(g *WithT, bare, dir string) (started, release string) {
-	started, release = filepath.Join(dir, "hook-started"), filepath.Join(dir, "hook-release")
+// blockingPushSetup gives acme/api.git a pre-receive hook that writes its pid to started
+// and waits until release exists, and a work repository with one commit to push.
+func blockingPushSetup(e *env, g *WithT) (bare, work, started, release string) {
+	bare = filepath.Join(e.dir, "repos", "acme", "api.git")
+	started, release = filepath.Join(e.dir, "hook-started"), filepath.Join(e.dir, "hook-release")
 	hook := fmt.Sprintf("#!/bin/sh\necho $$ > %s\nwhile [ ! -e %s ]; do sleep 0.05; done\n", started, release)
 	g.Expect(os.WriteFile(filepath.Join(bare, "hooks", "pre-receive"), []byte(hook), 0o755)).To(Succeed())
-	return started, release
+	work = filepath.Join(e.dir, "work")
+	e.git(e.dir, "init", "-q", "-b", "main", work)
+	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	return bare, work, started, release
 }
 
 func TestGracefulShutdownLetsPushFinish(t *testing.T) {
 	e := newEnv(t, Config{})
 	g := NewWithT(t)
-	bare := filepath.Join(e.dir, "repos", "acme", "api.git")
-	started, release := blockingHook(g, bare, e.dir)
-	work := filepath.Join(e.dir, "work")
-	e.git(e.dir, "init", "-q", "-b", "main", work)
-	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	bare, work, started, release := blockingPushSetup(e, g)
 
 	pushed := make(chan error, 1)
 	go func() {
@@ -615,11 +617,7 @@ func TestGracefulShutdownLetsPushFinish(t *testing.T) {
 func TestForcedShutdownKillsCommand(t *testing.T) {
 	e := newEnv(t, Config{})
 	g := NewWithT(t)
-	bare := filepath.Join(e.dir, "repos", "acme", "api.git")
-	started, _ := blockingHook(g, bare, e.dir)
-	work := filepath.Join(e.dir, "work")
-	e.git(e.dir, "init", "-q", "-b", "main", work)
-	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	_, work, started, _ := blockingPushSetup(e, g)
 
 	pushed := make(chan error, 1)
 	go func() {
@@ -639,11 +637,7 @@ func TestForcedShutdownKillsCommand(t *testing.T) {
 func TestClientGoneKillsCommand(t *testing.T) {
 	e := newEnv(t, Config{})
 	g := NewWithT(t)
-	bare := filepath.Join(e.dir, "repos", "acme", "api.git")
-	started, _ := blockingHook(g, bare, e.dir)
-	work := filepath.Join(e.dir, "work")
-	e.git(e.dir, "init", "-q", "-b", "main", work)
-	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	bare, work, started, _ := blockingPushSetup(e, g)
 
 	c, err := e.client("alice")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -775,11 +769,7 @@ func TestKeepalive(t *testing.T) {
 func TestMaxSessionDuration(t *testing.T) {
 	e := newEnv(t, Config{MaxSessionDuration: 300 * time.Millisecond})
 	g := NewWithT(t)
-	bare := filepath.Join(e.dir, "repos", "acme", "api.git")
-	started, _ := blockingHook(g, bare, e.dir)
-	work := filepath.Join(e.dir, "work")
-	e.git(e.dir, "init", "-q", "-b", "main", work)
-	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
+	bare, work, started, _ := blockingPushSetup(e, g)
 	out, err := e.gitAs("alice", work, "push", e.url("acme/api.git"), "HEAD:main")
 	g.Expect(err).To(HaveOccurred(), out)
 	pid := readPid(g, started)
