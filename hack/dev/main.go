@@ -28,7 +28,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,6 +56,7 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 const (
@@ -231,7 +231,7 @@ func run(log logr.Logger) error {
 }
 
 func resolvePaths() (*paths, error) {
-	root, err := findRepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -305,25 +305,6 @@ func sameDir(a, b string) bool {
 	ra, err1 := filepath.EvalSymlinks(a)
 	rb, err2 := filepath.EvalSymlinks(b)
 	return err1 == nil && err2 == nil && ra == rb
-}
-
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "config", "crd", "bases")); err == nil {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run it from the gitssh source tree: no go.mod with config/crd/bases above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // ensureDemoKey creates the demo user's key with ssh-keygen, once.

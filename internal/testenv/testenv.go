@@ -45,7 +45,7 @@ type Environment struct {
 // Start starts etcd and kube-apiserver and installs the CRDs from config/crd/bases.
 // The binaries come from KUBEBUILDER_ASSETS, or from bin/k8s in the source tree.
 func Start() (*Environment, error) {
-	repoRoot, err := findRepoRoot()
+	repoRoot, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -148,18 +148,22 @@ func (e *Environment) writeAdminKubeconfig() (string, error) {
 	return path, os.WriteFile(path, kubeconfig, 0o600)
 }
 
-func findRepoRoot() (string, error) {
+// RepoRoot finds the gitssh source tree above the working directory: the first directory
+// with both go.mod and config/crd/bases.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		_, modErr := os.Stat(filepath.Join(dir, "go.mod"))
+		_, crdErr := os.Stat(filepath.Join(dir, "config", "crd", "bases"))
+		if modErr == nil && crdErr == nil {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
+			return "", errors.New("run it from the gitssh source tree: no go.mod with config/crd/bases above the working directory")
 		}
 		dir = parent
 	}
