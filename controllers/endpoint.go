@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// +kubebuilder:rbac:groups="",resources=services,verbs=get
+// RBAC: get on the one Service, granted by name, by hand (see LoadOrCreateHostKeys).
 
 // PublicEndpoint is the address clients use to reach the SSH server: the host and port in
 // clone URLs and known_hosts lines. It is either configured (--ssh-public-host) or read from

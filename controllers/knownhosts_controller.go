@@ -67,8 +67,8 @@ type KnownHostsReconciler struct {
 	Endpoint func() (host string, port int, ok bool)
 }
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update
+// RBAC: the Secret and the ConfigMap are granted by name, by hand (see
+// LoadOrCreateHostKeys): get, list and watch for the cache, patch and create for Apply.
 
 // Reconcile brings the ConfigMap in line with the Secret and the endpoint.
 // Every request means the same thing (the one Secret), whatever its name.
