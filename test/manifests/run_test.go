@@ -10,24 +10,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
 
 // TestChartRunsGitssh runs the real gitssh binary the way the chart's Deployment does: with
 // the rendered args, as the chart's ServiceAccount bound by the chart's Role (impersonated
-// against the real API server). It proves that every flag the chart passes exists, that
-// the Role is enough to become ready, publish the host key and provision a project, and
-// that the `helm test` hook's script accepts the served host key and rejects another.
+// against the real API server). It proves that every flag the chart passes exists; that
+// the Role, which reads only gitssh's own Secret, is enough to create the host key Secret
+// on first start, become ready, publish the host key, provision a project and, restarted,
+// serve the same keys; that it denies every other Secret of the namespace; and that the
+// `helm test` hook's script accepts the served host key and rejects another.
 func TestChartRunsGitssh(t *testing.T) {
 	g := NewWithT(t)
 	ctx := t.Context()
@@ -42,6 +49,15 @@ func TestChartRunsGitssh(t *testing.T) {
 	}
 	applied, err := kubectl(t, rbac.yaml(t), "apply", "--server-side", "-n", ns, "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), string(applied))
+	// Someone else's Secret, ConfigMap and Service in the same namespace.
+	for _, obj := range []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "database", Namespace: ns}, StringData: map[string]string{"password": "hunter2"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: ns}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "database", Namespace: ns},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}},
+	} {
+		g.Expect(env.Client.Create(ctx, obj)).To(Succeed())
+	}
 
 	// A kubeconfig that acts as the chart's ServiceAccount.
 	kubeconfig, err := clientcmd.LoadFromFile(env.KubeconfigPath)
@@ -71,37 +87,11 @@ func TestChartRunsGitssh(t *testing.T) {
 		"--ssh-public-host=127.0.0.1", fmt.Sprintf("--ssh-public-port=%d", sshPort),
 		"--kubeconfig="+saKubeconfig,
 	)
-	runCtx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(runCtx, binary, args...)
-	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 40 * time.Second
-	g.Expect(cmd.Start()).To(Succeed())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("gitssh logs:\n%s", logs.String())
-		}
-	})
-
-	// Ready: the host keys are loaded, the caches synced and the SSH server serves.
-	g.Eventually(func(g Gomega) {
-		select {
-		case err := <-exited:
-			exited <- err
-			g.Expect(err).NotTo(HaveOccurred(), "gitssh exited with the chart's args:\n%s", logs.String())
-		default:
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
-		g.Expect(err).NotTo(HaveOccurred())
-		_ = resp.Body.Close()
-		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
-	}).WithTimeout(90 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	first := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
+	first.waitReady(t, healthPort)
+	hostKeys := &corev1.Secret{}
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gitssh-host-keys"}, hostKeys)).To(Succeed())
+	g.Expect(hostKeys.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "gitssh"), "created by gitssh")
 
 	// The leader publishes the host key, and provisions a project: the Role suffices.
 	var cm corev1.ConfigMap
@@ -142,6 +132,129 @@ func TestChartRunsGitssh(t *testing.T) {
 	g.Expect(hookOut).To(ContainSubstring("FAIL"))
 	hookOut, err = runHook("")
 	g.Expect(err).To(HaveOccurred(), "an empty ConfigMap must not pass:\n%s", hookOut)
+
+	// The same rights as the running gitssh, tried directly: its own objects by name, no other.
+	saConfig := rest.CopyConfig(env.Config)
+	saConfig.Impersonate.UserName = "system:serviceaccount:" + ns + ":gitssh"
+	sa, err := client.NewWithWatch(saConfig, client.Options{Scheme: env.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	key := func(name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+	byName := func(name string) client.ListOption { return client.MatchingFields{"metadata.name": name} }
+	watch := func(list client.ObjectList, opts ...client.ListOption) error {
+		w, err := sa.Watch(ctx, list, append(opts, client.InNamespace(ns))...)
+		if err == nil {
+			w.Stop()
+		}
+		return err
+	}
+	for _, tt := range []struct {
+		what    string
+		do      func() error
+		allowed bool
+	}{
+		{"get the host key Secret", func() error { return sa.Get(ctx, key("gitssh-host-keys"), &corev1.Secret{}) }, true},
+		{"list the host key Secret by name", func() error {
+			return sa.List(ctx, &corev1.SecretList{}, client.InNamespace(ns), byName("gitssh-host-keys"))
+		}, true},
+		{"watch the host key Secret by name", func() error { return watch(&corev1.SecretList{}, byName("gitssh-host-keys")) }, true},
+		{"get another Secret", func() error { return sa.Get(ctx, key("database"), &corev1.Secret{}) }, false},
+		{"list another Secret by name", func() error {
+			return sa.List(ctx, &corev1.SecretList{}, client.InNamespace(ns), byName("database"))
+		}, false},
+		{"list the namespace's Secrets", func() error { return sa.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) }, false},
+		{"watch the namespace's Secrets", func() error { return watch(&corev1.SecretList{}) }, false},
+		{"overwrite the host key Secret", func() error { return sa.Update(ctx, hostKeys.DeepCopy()) }, false},
+		{"delete the host key Secret", func() error { return sa.Delete(ctx, hostKeys.DeepCopy()) }, false},
+		// The one grant resourceNames cannot narrow: a create names no object when it is
+		// authorized. It reads nothing back.
+		{"create a Secret", func() error {
+			return sa.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "created-by-gitssh", Namespace: ns}})
+		}, true},
+		{"get another ConfigMap", func() error { return sa.Get(ctx, key("settings"), &corev1.ConfigMap{}) }, false},
+		{"list the namespace's ConfigMaps", func() error { return sa.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)) }, false},
+		{"create a ConfigMap by server-side apply", func() error {
+			return sa.Apply(ctx, corev1ac.ConfigMap("planted", ns), client.FieldOwner("gitssh-test"))
+		}, false},
+		{"get another Service", func() error { return sa.Get(ctx, key("database"), &corev1.Service{}) }, false},
+	} {
+		err := tt.do()
+		if tt.allowed {
+			g.Expect(err).NotTo(HaveOccurred(), "the ServiceAccount must be allowed to %s", tt.what)
+		} else {
+			g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "the ServiceAccount must not be allowed to %s; got %v", tt.what, err)
+		}
+	}
+
+	// A restart reads the Secret the first start created, and serves the same keys.
+	g.Expect(first.stop()).To(ContainSubstring("Generated host keys and stored them"))
+	second := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
+	second.waitReady(t, healthPort)
+	hookOut, err = runHook(cm.Data["fingerprints"])
+	g.Expect(err).NotTo(HaveOccurred(), hookOut)
+	logs := second.stop()
+	g.Expect(logs).To(ContainSubstring("Loaded host keys"))
+	g.Expect(logs).NotTo(ContainSubstring("Generated host keys"))
+}
+
+// gitsshProcess is the gitssh binary, running until stop.
+type gitsshProcess struct {
+	cancel   context.CancelFunc
+	exited   chan error
+	stopOnce sync.Once
+	// logs is written by the process while it runs: read it only once it has exited.
+	logs bytes.Buffer
+}
+
+// startGitssh starts binary with args and extra environment variables; the test's end
+// stops it, printing its logs if the test failed.
+func startGitssh(t *testing.T, binary string, args []string, env ...string) *gitsshProcess {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(context.Background())
+	p := &gitsshProcess{cancel: cancel, exited: make(chan error, 1)}
+	cmd := exec.CommandContext(runCtx, binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &p.logs, &p.logs
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 40 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		logs := p.stop()
+		if t.Failed() {
+			t.Logf("gitssh logs:\n%s", logs)
+		}
+	})
+	return p
+}
+
+// waitReady waits until /readyz answers OK: the host keys are loaded, the caches synced
+// and the SSH server serves. It fails at once if gitssh exits.
+func (p *gitsshProcess) waitReady(t *testing.T, healthPort int) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			StopTrying(fmt.Sprintf("gitssh exited (%v) with the chart's args:\n%s", err, p.logs.String())).Now()
+		default:
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
+		g.Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(90 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+}
+
+// stop interrupts gitssh, waits for it to exit and returns its logs.
+func (p *gitsshProcess) stop() string {
+	p.stopOnce.Do(func() {
+		p.cancel()
+		err := <-p.exited
+		p.exited <- err
+	})
+	return p.logs.String()
 }
 
 func freePort(t testing.TB) int {
