@@ -131,7 +131,9 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		},
 		Cache: cache.Options{
 			DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
-			// Of Secrets and ConfigMaps, only the host key ones are watched.
+			// Of Secrets and ConfigMaps, only the host key ones are watched. The Role allows
+			// no other: it lists and watches them by name, which the API server allows only
+			// with this metadata.name field selector.
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Secret{}:    {Field: fields.OneTermEqualSelector("metadata.name", secret.Name)},
 				&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", controllers.KnownHostsConfigMapName(secret.Name))},
