@@ -49,7 +49,8 @@ func main() {
 
 	flag.DurationVar(&opts.SSH.LoginGraceTime, "ssh-login-grace-time", sshserver.DefaultLoginGraceTime, "Time a client has to authenticate.")
 	flag.IntVar(&opts.SSH.MaxAuthTries, "ssh-max-auth-tries", sshserver.DefaultMaxAuthTries, "Authentication attempts per connection.")
-	flag.IntVar(&opts.SSH.MaxUnauthenticatedConns, "ssh-max-unauthenticated-conns", sshserver.DefaultMaxUnauthenticatedConns, "Connections that have not authenticated yet; more are closed at once.")
+	flag.TextVar(&opts.SSH.MaxStartups, "ssh-max-startups", sshserver.DefaultMaxStartups, "Connections not authenticated yet, as OpenSSH's MaxStartups start:rate:full: past start a new one is dropped with probability rate%, rising to 100% at full. One number N is a hard cap (N:100:N).")
+	flag.IntVar(&opts.SSH.MaxStartupsPerSource, "ssh-max-startups-per-source", sshserver.DefaultMaxStartupsPerSource, "Connections not authenticated yet from one IPv4 address or IPv6 /64; more are closed at once. Negative turns it off.")
 	flag.IntVar(&opts.SSH.MaxConns, "ssh-max-conns", sshserver.DefaultMaxConns, "All connections; more are closed at once.")
 	flag.IntVar(&opts.SSH.MaxSessionsPerConn, "ssh-max-sessions-per-conn", sshserver.DefaultMaxSessionsPerConn, "Session channels per connection.")
 	flag.DurationVar(&opts.SSH.IdleTimeout, "ssh-idle-timeout", sshserver.DefaultIdleTimeout, "Close an authenticated connection with no open session after this long; negative turns it off.")

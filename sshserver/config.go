@@ -19,9 +19,14 @@ type Config struct {
 	// MaxAuthTries is the number of failed authentication attempts (keys
 	// offered and refused count) before the connection is cut. Default 6.
 	MaxAuthTries int
-	// MaxUnauthenticatedConns caps connections still in the handshake; more
-	// are closed at once. Default 64.
-	MaxUnauthenticatedConns int
+	// MaxStartups bounds connections still in the handshake, as OpenSSH's
+	// MaxStartups: past Start, a new one is dropped with probability Rate%,
+	// rising linearly to 100% at Full. Default 128:30:512.
+	MaxStartups MaxStartups
+	// MaxStartupsPerSource caps the handshakes one source may hold; more are
+	// closed at once. A source is an IPv4 address or an IPv6 /64 (see
+	// sourceOf). Default 64; negative turns it off.
+	MaxStartupsPerSource int
 	// MaxConns caps all connections; more are closed at once. Default 1024.
 	MaxConns int
 	// MaxSessionsPerConn caps open session channels on one connection.
@@ -51,19 +56,19 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultUser                    = "git"
-	DefaultLoginGraceTime          = 30 * time.Second
-	DefaultMaxAuthTries            = 6
-	DefaultMaxUnauthenticatedConns = 64
-	DefaultMaxConns                = 1024
-	DefaultMaxSessionsPerConn      = 10
-	DefaultIdleTimeout             = 2 * time.Minute
-	DefaultKeepaliveInterval       = 15 * time.Second
-	DefaultKeepaliveCountMax       = 3
-	DefaultShutdownGracePeriod     = 30 * time.Second
-	DefaultCopyBufferSize          = 128 << 10
-	DefaultGitBinary               = "git"
-	DefaultServerVersion           = "SSH-2.0-gitssh"
+	DefaultUser                 = "git"
+	DefaultLoginGraceTime       = 30 * time.Second
+	DefaultMaxAuthTries         = 6
+	DefaultMaxStartupsPerSource = 64
+	DefaultMaxConns             = 1024
+	DefaultMaxSessionsPerConn   = 10
+	DefaultIdleTimeout          = 2 * time.Minute
+	DefaultKeepaliveInterval    = 15 * time.Second
+	DefaultKeepaliveCountMax    = 3
+	DefaultShutdownGracePeriod  = 30 * time.Second
+	DefaultCopyBufferSize       = 128 << 10
+	DefaultGitBinary            = "git"
+	DefaultServerVersion        = "SSH-2.0-gitssh"
 )
 
 func orDefault[T comparable](v, def T) T {
@@ -78,7 +83,8 @@ func (c Config) withDefaults() (Config, error) {
 	c.User = orDefault(c.User, DefaultUser)
 	c.LoginGraceTime = orDefault(c.LoginGraceTime, DefaultLoginGraceTime)
 	c.MaxAuthTries = orDefault(c.MaxAuthTries, DefaultMaxAuthTries)
-	c.MaxUnauthenticatedConns = orDefault(c.MaxUnauthenticatedConns, DefaultMaxUnauthenticatedConns)
+	c.MaxStartups = orDefault(c.MaxStartups, DefaultMaxStartups)
+	c.MaxStartupsPerSource = orDefault(c.MaxStartupsPerSource, DefaultMaxStartupsPerSource)
 	c.MaxConns = orDefault(c.MaxConns, DefaultMaxConns)
 	c.MaxSessionsPerConn = orDefault(c.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
 	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
@@ -91,7 +97,9 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.LoginGraceTime < 0:
 		return c, fmt.Errorf("LoginGraceTime must be positive")
-	case c.MaxAuthTries < 0, c.MaxUnauthenticatedConns < 0, c.MaxConns < 0, c.MaxSessionsPerConn < 0, c.KeepaliveCountMax < 0:
+	case c.MaxStartups.validate() != nil:
+		return c, fmt.Errorf("MaxStartups: %w", c.MaxStartups.validate())
+	case c.MaxAuthTries < 0, c.MaxConns < 0, c.MaxSessionsPerConn < 0, c.KeepaliveCountMax < 0:
 		return c, fmt.Errorf("connection, session and auth limits must be positive")
 	case c.MaxSessionDuration < 0 || c.ShutdownGracePeriod < 0:
 		return c, fmt.Errorf("MaxSessionDuration and ShutdownGracePeriod must not be negative")

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -25,6 +26,8 @@ type conn struct {
 	s      *Server
 	nc     net.Conn
 	remote string
+	source netip.Prefix // counted against MaxStartupsPerSource
+	start  time.Time    // accepted
 	log    logr.Logger
 	ctx    context.Context // ends when the connection closes or on forced shutdown
 	cancel context.CancelFunc
@@ -35,10 +38,14 @@ type conn struct {
 	idle     *time.Timer
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+// newConn starts the login grace time at accept: nothing a silent client
+// does can hold a handshake slot longer.
+func newConn(s *Server, nc net.Conn, source netip.Prefix) *conn {
+	start := time.Now()
+	nc.SetDeadline(start.Add(s.cfg.LoginGraceTime))
 	ctx, cancel := context.WithCancel(s.killCtx)
 	remote := nc.RemoteAddr().String()
-	return &conn{s: s, nc: nc, remote: remote, ctx: ctx, cancel: cancel,
+	return &conn{s: s, nc: nc, remote: remote, source: source, start: start, ctx: ctx, cancel: cancel,
 		log: s.log.WithValues("remote", remote)}
 }
 
@@ -132,12 +139,11 @@ func identityFrom(p *ssh.Permissions) Identity {
 }
 
 func (c *conn) serve() {
-	start := time.Now()
+	start := c.start
 	defer c.s.forget(c)
 	defer c.close()
 
 	st := &authState{offered: map[string]Identity{}}
-	c.nc.SetDeadline(start.Add(c.s.cfg.LoginGraceTime))
 	sc, chans, globalReqs, err := ssh.NewServerConn(c.nc, c.serverConfig(st))
 	stay := c.s.handshakeDone(c)
 	var verified string

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -34,7 +36,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	unauth    int
+	unauth    int                  // connections in their handshake
+	unauthBy  map[netip.Prefix]int // the same, by source
 	draining  bool
 	connsWG   sync.WaitGroup
 }
@@ -61,6 +64,7 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 		killCtx: killCtx, killAll: killAll,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
+		unauthBy:  map[netip.Prefix]int{},
 	}, nil
 }
 
@@ -111,7 +115,7 @@ func (s *Server) Serve(l net.Listener) error {
 		backoff = 0
 		c, reason := s.admit(nc)
 		if c == nil {
-			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "reason", reason)
+			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr(), "reason", reason)
 			nc.Close()
 			continue
 		}
@@ -119,8 +123,10 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// admit registers a new connection, or says why not.
+// admit registers a new connection, or says why not. It never blocks on the
+// client: the accept loop calls it.
 func (s *Server) admit(nc net.Conn) (*conn, string) {
+	src := sourceOf(nc.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -128,12 +134,15 @@ func (s *Server) admit(nc net.Conn) (*conn, string) {
 		return nil, "shutting down"
 	case len(s.conns) >= s.cfg.MaxConns:
 		return nil, "too many connections"
-	case s.unauth >= s.cfg.MaxUnauthenticatedConns:
+	case s.cfg.MaxStartupsPerSource > 0 && s.unauthBy[src] >= s.cfg.MaxStartupsPerSource:
+		return nil, "too many unauthenticated connections from this source"
+	case rand.Float64() < s.cfg.MaxStartups.dropProbability(s.unauth):
 		return nil, "too many unauthenticated connections"
 	}
-	c := newConn(s, nc)
+	c := newConn(s, nc, src)
 	s.conns[c] = struct{}{}
 	s.unauth++
+	s.unauthBy[src]++
 	s.connsWG.Add(1)
 	return c, ""
 }
@@ -236,6 +245,9 @@ func (s *Server) handshakeDone(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unauth--
+	if s.unauthBy[c.source]--; s.unauthBy[c.source] == 0 {
+		delete(s.unauthBy, c.source)
+	}
 	return !s.draining
 }
 

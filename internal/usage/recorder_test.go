@@ -91,7 +91,7 @@ func serve(t testing.TB, authz *authorizer.Authorizer, rec sshserver.Recorder) s
 	g.Expect(err).NotTo(HaveOccurred())
 	signers, err := hostkeys.Load(pems)
 	g.Expect(err).NotTo(HaveOccurred())
-	server, err := sshserver.New(sshserver.Config{MaxConns: 4096, MaxUnauthenticatedConns: 4096}, signers, authz, rec, logr.Discard())
+	server, err := sshserver.New(sshserver.Config{MaxConns: 4096, MaxStartups: sshserver.MaxStartups{Start: 4096, Rate: 100, Full: 4096}, MaxStartupsPerSource: -1}, signers, authz, rec, logr.Discard())
 	g.Expect(err).NotTo(HaveOccurred())
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
