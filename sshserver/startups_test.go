@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -231,6 +232,62 @@ func TestLoginGraceTime(t *testing.T) {
 				_, ok := e.dialFrom("127.0.0.3")
 				return ok
 			}, 10*time.Second).Should(BeTrue(), "the slot is free again")
+		})
+	}
+}
+
+// BenchmarkIdleSources measures a user's odds while one address holds 100
+// connections, or many sources each hold one, that never send a version line, with the default limits
+// and with the former one global cap (the grace time aside: it is long so the
+// connections stay for the whole run). Each iteration is one git ls-remote from 127.0.0.1. Reported:
+// held, the handshakes the server took from the sources; success-%, the
+// share of ls-remotes that worked; odds-%, what dropProbability promises at
+// that count; KiB/held, heap and stacks per held one (the server's and the
+// client's side).
+//
+//	go test -run '^$' -bench IdleSources -benchtime 100x ./sshserver/
+func BenchmarkIdleSources(b *testing.B) {
+	formerHardCap := Config{MaxStartups: MaxStartups{Start: 64, Rate: 100, Full: 64}, MaxStartupsPerSource: -1}
+	oneAddress := func(int) string { return "127.0.0.2" }
+	for _, bc := range []struct {
+		name  string
+		cfg   Config
+		conns int
+		from  func(i int) string
+	}{
+		{"defaults/one-address-100-conns", Config{}, 100, oneAddress},
+		{"defaults/sources=100", Config{}, 100, attackerIP},
+		{"defaults/sources=300", Config{}, 300, attackerIP},
+		{"defaults/sources=1000", Config{}, 1000, attackerIP},
+		// The one global cap of 64 this replaced.
+		{"before/one-address-100-conns", formerHardCap, 100, oneAddress},
+		{"before/sources=1000", formerHardCap, 1000, attackerIP},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			bc.cfg.LoginGraceTime = time.Hour
+			e := newEnv(b, bc.cfg)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			held := 0
+			for i := range bc.conns {
+				if _, ok := e.dialFrom(bc.from(i)); ok {
+					held++
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			ok := 0
+			for b.Loop() {
+				if _, err := e.gitAs("alice", e.dir, "ls-remote", e.url("acme/api.git")); err == nil {
+					ok++
+				}
+			}
+			b.ReportMetric(float64(held), "held")
+			b.ReportMetric(100*float64(ok)/float64(b.N), "success-%")
+			b.ReportMetric(100*(1-e.srv.cfg.MaxStartups.dropProbability(held)), "odds-%")
+			grown := after.HeapInuse + after.StackInuse - before.HeapInuse - before.StackInuse
+			b.ReportMetric(float64(grown)/1024/float64(max(held, 1)), "KiB/held")
 		})
 	}
 }
