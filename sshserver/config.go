@@ -94,11 +94,12 @@ func (c Config) withDefaults() (Config, error) {
 	c.CopyBufferSize = orDefault(c.CopyBufferSize, DefaultCopyBufferSize)
 	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
 	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
+	if err := c.MaxStartups.validate(); err != nil {
+		return c, fmt.Errorf("MaxStartups %s: %w", c.MaxStartups, err)
+	}
 	switch {
 	case c.LoginGraceTime < 0:
 		return c, fmt.Errorf("LoginGraceTime must be positive")
-	case c.MaxStartups.validate() != nil:
-		return c, fmt.Errorf("MaxStartups: %w", c.MaxStartups.validate())
 	case c.MaxAuthTries < 0, c.MaxConns < 0, c.MaxSessionsPerConn < 0, c.KeepaliveCountMax < 0:
 		return c, fmt.Errorf("connection, session and auth limits must be positive")
 	case c.MaxSessionDuration < 0 || c.ShutdownGracePeriod < 0:

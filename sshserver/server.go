@@ -115,7 +115,7 @@ func (s *Server) Serve(l net.Listener) error {
 		backoff = 0
 		c, reason := s.admit(nc)
 		if c == nil {
-			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr(), "reason", reason)
+			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "reason", reason)
 			nc.Close()
 			continue
 		}

@@ -177,6 +177,9 @@ func TestParseMaxStartups(t *testing.T) {
 			g.Expect(got.String()).To(Equal(fmt.Sprintf("%d:%d:%d", tt.want.Start, tt.want.Rate, tt.want.Full)))
 		})
 	}
+
+	_, err := Config{MaxStartups: MaxStartups{Start: 10, Rate: 30}}.withDefaults()
+	NewWithT(t).Expect(err).To(MatchError(ContainSubstring("MaxStartups 10:30:0: need 1 <= start <= full")), "a partly set Config field")
 }
 
 func TestSourceOf(t *testing.T) {
