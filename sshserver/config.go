@@ -2,6 +2,7 @@ package sshserver
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -50,6 +51,14 @@ type Config struct {
 	CopyBufferSize int
 	// GitBinary is the git executable, looked up in PATH. Default "git".
 	GitBinary string
+	// GitHooksDir is the hooks directory for every repository (git's
+	// core.hooksPath), a directory pushers cannot write. Default "": no hooks
+	// run, not even those in a repository's own hooks/.
+	GitHooksDir string
+	// MaxPushSize bounds the pack a push may send, in bytes (git's
+	// receive.maxInputSize); a larger push is refused and nothing of it is
+	// kept. Default 1 GiB; negative: no limit.
+	MaxPushSize int64
 	// ServerVersion is the SSH identification string. Default "SSH-2.0-gitssh".
 	ServerVersion string
 }
@@ -69,6 +78,10 @@ const (
 	DefaultCopyBufferSize       = 128 << 10
 	DefaultGitBinary            = "git"
 	DefaultServerVersion        = "SSH-2.0-gitssh"
+	// DefaultMaxPushSize is half of GitHub's 2 GiB push limit and a tenth of
+	// the chart's default 10Gi volume: one push cannot fill the volume, and the
+	// pack waits in quarantine (on the same volume) until it is checked.
+	DefaultMaxPushSize int64 = 1 << 30
 )
 
 func orDefault[T comparable](v, def T) T {
@@ -94,6 +107,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.CopyBufferSize = orDefault(c.CopyBufferSize, DefaultCopyBufferSize)
 	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
 	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
+	c.MaxPushSize = orDefault(c.MaxPushSize, DefaultMaxPushSize)
 	if err := c.MaxStartups.validate(); err != nil {
 		return c, fmt.Errorf("MaxStartups %s: %w", c.MaxStartups, err)
 	}
@@ -106,6 +120,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("MaxSessionDuration and ShutdownGracePeriod must not be negative")
 	case c.CopyBufferSize < 4096:
 		return c, fmt.Errorf("CopyBufferSize must be at least 4096")
+	case c.GitHooksDir != "" && !filepath.IsAbs(c.GitHooksDir):
+		// A relative core.hooksPath is taken inside each repository.
+		return c, fmt.Errorf("GitHooksDir must be an absolute path, not %q", c.GitHooksDir)
 	}
 	return c, nil
 }

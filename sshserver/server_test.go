@@ -66,7 +66,14 @@ type env struct {
 	port     string
 	keys     map[string]string // user -> private key file
 	known    string
+	hooks    string // Config.GitHooksDir
 	serveErr chan error
+}
+
+// newEnvWithHooks is newEnv with Config.GitHooksDir set to an empty directory, e.hooks.
+func newEnvWithHooks(t testing.TB, cfg Config) *env {
+	cfg.GitHooksDir = t.TempDir()
+	return newEnv(t, cfg)
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
@@ -86,7 +93,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 			panic(err)
 		}
 	})
-	e := &env{t: t, dir: t.TempDir(), auth: authorizer.New(), rec: &recorder{}, keys: map[string]string{}, serveErr: make(chan error, 1)}
+	e := &env{t: t, dir: t.TempDir(), auth: authorizer.New(), rec: &recorder{}, keys: map[string]string{}, hooks: cfg.GitHooksDir, serveErr: make(chan error, 1)}
 	created := time.Now()
 	for _, u := range []string{"alice", "bob", "carol", "stranger"} {
 		e.keys[u] = e.sshKeygen(u)
@@ -315,7 +322,6 @@ func TestCloneFetchPush(t *testing.T) {
 	g.Expect(string(trace)).To(ContainSubstring("< version 2"), "the server must speak protocol v2")
 
 	// git archive --remote runs git-upload-archive.
-	e.git(bare, "config", "uploadarchive.allowUnreachable", "true")
 	cmd = exec.Command("git", "archive", "--remote", e.url("acme/api.git"), "--format=tar", "main")
 	cmd.Env = append(os.Environ(), "HOME="+e.dir, "GIT_SSH_COMMAND=ssh "+strings.Join(e.sshArgs("bob"), " "))
 	tarball, err := cmd.Output()
@@ -542,15 +548,15 @@ func TestMaxAuthTries(t *testing.T) {
 	c.Close()
 }
 
-// blockingHook installs a pre-receive hook that says it started and waits
-// for a release file.
-// blockingPushSetup gives acme/api.git a pre-receive hook that writes its pid to started
-// and waits until release exists, and a work repository with one commit to push.
+// blockingPushSetup installs a pre-receive hook (e must come from newEnvWithHooks) that
+// writes its pid to started and waits until release exists, and makes a work repository
+// with one commit to push to acme/api.git.
 func blockingPushSetup(e *env, g *WithT) (bare, work, started, release string) {
 	bare = filepath.Join(e.dir, "repos", "acme", "api.git")
 	started, release = filepath.Join(e.dir, "hook-started"), filepath.Join(e.dir, "hook-release")
 	hook := fmt.Sprintf("#!/bin/sh\necho $$ > %s\nwhile [ ! -e %s ]; do sleep 0.05; done\n", started, release)
-	g.Expect(os.WriteFile(filepath.Join(bare, "hooks", "pre-receive"), []byte(hook), 0o755)).To(Succeed())
+	g.Expect(e.hooks).NotTo(BeEmpty(), "hooks are off unless Config.GitHooksDir is set")
+	g.Expect(os.WriteFile(filepath.Join(e.hooks, "pre-receive"), []byte(hook), 0o755)).To(Succeed())
 	work = filepath.Join(e.dir, "work")
 	e.git(e.dir, "init", "-q", "-b", "main", work)
 	e.git(work, "commit", "-q", "--allow-empty", "-m", "x")
@@ -558,7 +564,7 @@ func blockingPushSetup(e *env, g *WithT) (bare, work, started, release string) {
 }
 
 func TestGracefulShutdownLetsPushFinish(t *testing.T) {
-	e := newEnv(t, Config{})
+	e := newEnvWithHooks(t, Config{})
 	g := NewWithT(t)
 	bare, work, started, release := blockingPushSetup(e, g)
 
@@ -587,7 +593,7 @@ func TestGracefulShutdownLetsPushFinish(t *testing.T) {
 }
 
 func TestForcedShutdownKillsCommand(t *testing.T) {
-	e := newEnv(t, Config{})
+	e := newEnvWithHooks(t, Config{})
 	g := NewWithT(t)
 	_, work, started, _ := blockingPushSetup(e, g)
 
@@ -607,7 +613,7 @@ func TestForcedShutdownKillsCommand(t *testing.T) {
 }
 
 func TestClientGoneKillsCommand(t *testing.T) {
-	e := newEnv(t, Config{})
+	e := newEnvWithHooks(t, Config{})
 	g := NewWithT(t)
 	bare, work, started, _ := blockingPushSetup(e, g)
 
@@ -739,7 +745,7 @@ func TestKeepalive(t *testing.T) {
 }
 
 func TestMaxSessionDuration(t *testing.T) {
-	e := newEnv(t, Config{MaxSessionDuration: 300 * time.Millisecond})
+	e := newEnvWithHooks(t, Config{MaxSessionDuration: 300 * time.Millisecond})
 	g := NewWithT(t)
 	bare, work, started, _ := blockingPushSetup(e, g)
 	out, err := e.gitAs("alice", work, "push", e.url("acme/api.git"), "HEAD:main")

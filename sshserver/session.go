@@ -150,12 +150,27 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		return
 	}
 
+	var limit int64
+	var limitWhat string
+	var pack *packMeter
+	if cmd.Service == ReceivePack {
+		limit, limitWhat = c.s.pushLimit(repo)
+		pack = &packMeter{}
+	}
 	start := time.Now()
-	status, in, out, err := c.runGit(ctx, ch, cmd.Service, repo.Path, gitProtocol)
+	status, in, out, err := c.runGit(ctx, ch, cmd.Service, repo.Path, gitProtocol, limit, pack)
 	if err != nil {
 		log.Error(err, "Failed to run git command")
 	}
-	if status == 0 {
+	// git says only "pack exceeds maximum allowed size", and receive-pack
+	// exits 0 after refusing: the pack's size tells, and the client learns
+	// what the limit is.
+	tooLarge := pack != nil && limit > 0 && pack.Bytes() > limit
+	if tooLarge {
+		fmt.Fprintf(ch.Stderr(), "gitssh: push refused: the pack is larger than %s. Push fewer commits at a time, or ask the server's administrator for a higher limit.\n", limitWhat)
+		log.Info("Refused push over its size limit", "limit", limit, "packBytesSeen", pack.Bytes())
+	}
+	if status == 0 && !tooLarge {
 		if cmd.Service == ReceivePack {
 			c.s.rec.Pushed(repo)
 		} else {
@@ -164,8 +179,7 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	}
 	log.Info("Ran git command", "gitProtocol", gitProtocol, "bytesIn", in, "bytesOut", out,
 		"duration", time.Since(start), "exitStatus", status)
-	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
-	ch.Close()
+	exit(ch, status)
 }
 
 func isDir(p string) bool {
@@ -183,12 +197,14 @@ func (c *conn) getBuf() *[]byte {
 	return &b
 }
 
-// runGit runs "git SERVICE DIR" with the channel as its stdio. It returns
-// the exit status for the client, bytes read from and written to the client,
-// and an error when git could not be run at all. The child gets its own
-// process group, killed when ctx ends (client gone, forced shutdown or
-// MaxSessionDuration).
-func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProtocol string) (status int, in, out int64, err error) {
+// runGit runs "git SERVICE DIR" with the channel as its stdio, and with
+// maxPush as receive.maxInputSize (0: none). It returns the exit status for
+// the client, bytes read from and written to the client, and an error when
+// git could not be run at all. pack, when not nil, is shown the client's
+// input before git is. The child gets its own process group, killed when ctx
+// ends (client gone, forced shutdown or MaxSessionDuration). The caller sends
+// EOF and the exit status: it may have more to say on stderr.
+func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProtocol string, maxPush int64, pack *packMeter) (status int, in, out int64, err error) {
 	if c.s.cfg.MaxSessionDuration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.s.cfg.MaxSessionDuration)
@@ -197,7 +213,7 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	git := exec.CommandContext(ctx, c.s.cfg.GitBinary, strings.TrimPrefix(service, "git-"), dir)
+	git := exec.CommandContext(ctx, c.s.cfg.GitBinary, c.s.gitArgs(strings.TrimPrefix(service, "git-"), dir, maxPush)...)
 	git.Dir = dir
 	git.Env = gitEnv(gitProtocol)
 	git.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -226,7 +242,11 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	go func() {
 		b := c.getBuf()
 		defer bufPool.Put(b)
-		copyCounting(stdin, ch, *b, &inN)
+		var dst io.Writer = stdin
+		if pack != nil {
+			dst = io.MultiWriter(pack, stdin)
+		}
+		copyCounting(dst, ch, *b, &inN)
 		stdin.Close()
 	}()
 	var copies sync.WaitGroup
@@ -243,7 +263,6 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 		})
 	}
 	copies.Wait()
-	ch.CloseWrite() // stdout EOF before exit-status
 	err = git.Wait()
 	in, out = inN.Load(), outN.Load()
 	var ee *exec.ExitError
@@ -279,21 +298,4 @@ func copyCounting(dst io.Writer, src io.Reader, buf []byte, n *atomic.Int64) err
 			return rerr
 		}
 	}
-}
-
-// gitEnv is the whole environment git runs with: nothing from the client
-// but a validated GIT_PROTOCOL.
-func gitEnv(gitProtocol string) []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	env := []string{"PATH=" + path}
-	if home := os.Getenv("HOME"); home != "" {
-		env = append(env, "HOME="+home)
-	}
-	if gitProtocol != "" {
-		env = append(env, "GIT_PROTOCOL="+gitProtocol)
-	}
-	return env
 }

@@ -1,0 +1,144 @@
+package sshserver
+
+import (
+	"os"
+	"strconv"
+)
+
+// gitConfig is every git setting gitssh relies on, in one place. Each git
+// command gets them as "-c key=value", which wins over the repository's own
+// config, and gitEnv leaves git no other file to read: GIT_CONFIG_NOSYSTEM
+// skips /etc/gitconfig, GIT_CONFIG_GLOBAL and HOME point at /dev/null, under
+// which nothing can ever be created. So neither an image nor a volume can plant
+// settings (hooks, pack-objects hooks, fsck exceptions) that change what is
+// accepted or run. README's "Security model" lists the same settings.
+var gitConfig = []struct{ key, value string }{
+	// Every pushed object is checked as git fsck would (index-pack or
+	// unpack-objects --strict) while it is still in the push's quarantine
+	// directory; a push with one bad object is refused whole and nothing of it
+	// is kept. --strict makes every fsck warning an error unless its severity
+	// is set below.
+	{"receive.fsckObjects", "true"},
+
+	// Checks that guard clients must stay errors whatever a repository's own
+	// config says: tree entries that would write outside the work tree or into
+	// .git on checkout (".", "..", ".git" and its NTFS/HFS spellings, "a/b",
+	// empty names), and the .gitmodules and .gitattributes files behind
+	// CVE-2018-11235, CVE-2018-17456, CVE-2019-1387, CVE-2022-23521 and
+	// CVE-2024-32002 (names like "../x", URLs or paths that start with "-",
+	// symlinked or oversized files).
+	{"receive.fsck.hasDot", "error"},
+	{"receive.fsck.hasDotdot", "error"},
+	{"receive.fsck.hasDotgit", "error"},
+	{"receive.fsck.fullPathname", "error"},
+	{"receive.fsck.emptyName", "error"},
+	{"receive.fsck.duplicateEntries", "error"},
+	{"receive.fsck.treeNotSorted", "error"},
+	{"receive.fsck.nullSha1", "error"},
+	{"receive.fsck.gitmodulesMissing", "error"},
+	{"receive.fsck.gitmodulesBlob", "error"},
+	{"receive.fsck.gitmodulesLarge", "error"},
+	{"receive.fsck.gitmodulesName", "error"},
+	{"receive.fsck.gitmodulesPath", "error"},
+	{"receive.fsck.gitmodulesSymlink", "error"},
+	{"receive.fsck.gitmodulesUpdate", "error"},
+	{"receive.fsck.gitmodulesUrl", "error"},
+	{"receive.fsck.gitattributesMissing", "error"},
+	{"receive.fsck.gitattributesBlob", "error"},
+	{"receive.fsck.gitattributesLarge", "error"},
+	{"receive.fsck.gitattributesLineLength", "error"},
+
+	// Legacy flaws that old tools wrote into history which is still pushed
+	// today (CVS, SVN and Mercurial imports, early git): odd timezones,
+	// zero-padded dates and file modes, malformed identity lines. git reads
+	// them fine and nothing on checkout depends on them, so they pass, with a
+	// "remote: warning: ..." that names the object. Gitaly (GitLab) ignores
+	// the first three for the same reason; the ident and date variants are
+	// the same class of flaw.
+	{"receive.fsck.badTimezone", "warn"},
+	{"receive.fsck.missingSpaceBeforeDate", "warn"},
+	{"receive.fsck.zeroPaddedFilemode", "warn"},
+	{"receive.fsck.badDate", "warn"},
+	{"receive.fsck.badDateOverflow", "warn"},
+	{"receive.fsck.zeroPaddedDate", "warn"},
+	{"receive.fsck.badEmail", "warn"},
+	{"receive.fsck.missingEmail", "warn"},
+	{"receive.fsck.missingNameBeforeEmail", "warn"},
+	{"receive.fsck.missingSpaceBeforeEmail", "warn"},
+
+	// Deleting the branch HEAD names would leave clones without a default
+	// branch; git refuses it by default too, with a page of advice meant for
+	// non-bare repositories. Change GitProject.spec.defaultBranch instead.
+	{"receive.denyDeleteCurrent", "refuse"},
+
+	// git's defaults (true) for now: repositories are packed after pushes
+	// until issue 13's housekeeping takes over.
+	{"receive.autogc", "true"},
+
+	// Protocol v2, which git clients use by default, serves any object in
+	// the repository by its id whatever these say (checked with git 2.39.5).
+	// v0 clients get the same rule rather than a restriction that any client
+	// steps around by asking for v2. It also lets partial clones and
+	// submodules fetch the commits they pin. The consequence, documented in
+	// README: an object no ref reaches, such as a commit force-pushed away,
+	// stays fetchable by id to readers until git gc prunes it.
+	{"uploadpack.allowAnySHA1InWant", "true"},
+	{"uploadpack.allowReachableSHA1InWant", "true"},
+	{"uploadpack.allowTipSHA1InWant", "true"},
+	// git archive --remote only for refs and commits, not arbitrary ids.
+	{"uploadarchive.allowUnreachable", "false"},
+
+	// Refuse tree entries that are ".git" on NTFS or HFS+ (git~1, .GIT,
+	// ".g\u200cit") wherever git checks paths. Both default to true on
+	// Windows and macOS clients only.
+	{"core.protectNTFS", "true"},
+	{"core.protectHFS", "true"},
+}
+
+// gitArgs returns git's arguments for one command: the settings above, then
+// those that depend on the server and the repository, then "SERVICE DIR".
+//
+//   - core.hooksPath: Config.GitHooksDir, a directory the operator controls,
+//     or /dev/null (no hooks): hooks/ inside a repository, which a restored
+//     backup or another tool could fill, is never used.
+//   - receive.maxInputSize: the push limit in bytes (0: none); see pushLimit.
+//   - safe.directory: the repository itself. The volume may be owned by
+//     another uid (a restored backup, a changed runAsUser under fsGroup) and
+//     git refuses such repositories otherwise. Only the one directory the
+//     Authorizer picked is trusted, never "*".
+func (s *Server) gitArgs(service, dir string, maxInputSize int64) []string {
+	hooks := s.cfg.GitHooksDir
+	if hooks == "" {
+		hooks = os.DevNull
+	}
+	args := make([]string, 0, 2*len(gitConfig)+8)
+	for _, kv := range gitConfig {
+		args = append(args, "-c", kv.key+"="+kv.value)
+	}
+	return append(args,
+		"-c", "core.hooksPath="+hooks,
+		"-c", "receive.maxInputSize="+strconv.FormatInt(max(maxInputSize, 0), 10),
+		"-c", "safe.directory="+dir,
+		service, dir)
+}
+
+// gitEnv is the whole environment git runs with: no config file but the
+// repository's own, a HOME with nothing in it, and nothing from the client
+// but a validated GIT_PROTOCOL.
+func gitEnv(gitProtocol string) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := []string{
+		"PATH=" + path,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=" + os.DevNull,
+		// Also where ~/.config/git/attributes (read by git archive) would be.
+		"HOME=" + os.DevNull,
+	}
+	if gitProtocol != "" {
+		env = append(env, "GIT_PROTOCOL="+gitProtocol)
+	}
+	return env
+}
