@@ -32,8 +32,8 @@ func TestChartDefaults(t *testing.T) {
 
 	flags := args(t, deploy)
 	for _, flag := range mainFlags(t) {
-		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" {
-			continue // the pod's namespace; the public address defaults to the Service's
+		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" || flag == "ssh-git-hooks-dir" {
+			continue // the pod's namespace; the public address defaults to the Service's; no hooks
 		}
 		g.Expect(flags).To(HaveKey(flag), "main.go's --%s is not set by the chart: add a value for it", flag)
 	}
@@ -61,6 +61,7 @@ func TestChartDefaults(t *testing.T) {
 		"ssh-keepalive-count-max":     "3",
 		"ssh-max-session-duration":    "0s",
 		"ssh-shutdown-grace-period":   "30s",
+		"ssh-max-push-size":           "1Gi",
 		"usage-flush-interval":        "1m",
 	}))
 
@@ -132,6 +133,10 @@ func TestChartCustomValues(t *testing.T) {
 	g.Expect(nested(t, deploy, "spec", "template", "spec", "terminationGracePeriodSeconds")).To(BeEquivalentTo(150))
 	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
 		HaveKeyWithValue("persistentVolumeClaim", map[string]any{"claimName": "shared-repositories"})))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
+		HaveKeyWithValue("configMap", map[string]any{"name": "acme-git-hooks", "defaultMode": int64(0o555)})))
+	g.Expect(container(t, deploy)["volumeMounts"]).To(ContainElement(
+		map[string]any{"name": "git-hooks", "mountPath": "/etc/gitssh/hooks", "readOnly": true}))
 	g.Expect(args(t, deploy)).To(And(
 		HaveKeyWithValue("service-name", "acme-gitssh"),
 		HaveKeyWithValue("leader-election-id", "acme-gitssh-leader"),
@@ -150,6 +155,8 @@ func TestChartCustomValues(t *testing.T) {
 		HaveKeyWithValue("ssh-keepalive-count-max", "5"),
 		HaveKeyWithValue("ssh-max-session-duration", "1h"),
 		HaveKeyWithValue("ssh-shutdown-grace-period", "2m"),
+		HaveKeyWithValue("ssh-max-push-size", "500Mi"),
+		HaveKeyWithValue("ssh-git-hooks-dir", "/etc/gitssh/hooks"),
 		HaveKeyWithValue("usage-flush-interval", "30s"),
 		HaveKeyWithValue("zap-log-level", "debug"),
 	))
@@ -212,6 +219,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"unknown Service type", []string{"service.type=External"}, "/service/type"},
 		{"a duration that is not one", []string{"ssh.idleTimeout=two minutes"}, "/ssh/idleTimeout"},
 		{"MaxStartups that is not start:rate:full", []string{"ssh.maxStartups=10:30"}, "/ssh/maxStartups"},
+		{"a size that is not one", []string{"ssh.maxPushSize=1GB"}, "/ssh/maxPushSize"},
+		{"a relative hooks directory", []string{"ssh.gitHooksDir=hooks"}, "/ssh/gitHooksDir"},
 		{"a mistyped value", []string{"ssh.maxConn=10"}, "maxConn"},
 		{"no access mode", []string{"persistence.accessModes=null"}, "accessModes"}, {"a missing SSH limit", []string{"ssh.maxConns=null"}, "maxConns"},
 	} {
