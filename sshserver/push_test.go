@@ -195,7 +195,7 @@ func TestMaxPushSize(t *testing.T) {
 	out, err := e.gitAs("alice", work, append([]string{"push", "-q", e.url("acme/api.git"), "HEAD:main"}, refs...)...)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).NotTo(ContainSubstring("gitssh:"))
-	before := e.git(bare, "for-each-ref")
+	before, objectsBefore := e.git(bare, "for-each-ref"), looseOrPacked(g, bare)
 
 	// 256 KiB of random data does not compress below the 64 KiB limit; small
 	// enough for unpack-objects, so index-pack's path is tried too, by count.
@@ -217,6 +217,7 @@ func TestMaxPushSize(t *testing.T) {
 			g.Expect(out).To(ContainSubstring("pack exceeds maximum allowed size"), "git's own message")
 			g.Expect(out).To(ContainSubstring("gitssh: push refused: the pack is larger than this server's limit of 64 KiB (--ssh-max-push-size)"))
 			g.Expect(e.git(bare, "for-each-ref")).To(Equal(before), "no ref moved")
+			g.Expect(looseOrPacked(g, bare)).To(Equal(objectsBefore), "no object kept, no quarantine left behind")
 			e.git(bare, "fsck", "--strict", "--no-dangling")
 			e.git(work, "reset", "-q", "--hard", "HEAD~1")
 		})
