@@ -311,6 +311,10 @@ func TestPlantedGitConfigHasNoEffect(t *testing.T) {
 	must(os.WriteFile(wrapper, fmt.Appendf(nil, "#!/bin/sh\nGIT_CONFIG_SYSTEM=%s exec %s \"$@\"\n", system, gitPath), 0o755))
 	t.Setenv("HOME", home)
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	// And in gitssh's own environment, which git must not inherit.
+	t.Setenv("GIT_CONFIG_SYSTEM", system)
+	t.Setenv("GIT_CONFIG_GLOBAL", filepath.Join(home, ".gitconfig"))
+	t.Setenv("GIT_CONFIG_PARAMETERS", "'core.hooksPath'='"+hooks+"'")
 
 	e := newEnv(t, Config{GitBinary: wrapper})
 	g := NewWithT(t)

@@ -188,7 +188,7 @@ func (e *env) gitAs(user, dir string, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+e.dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_TERMINAL_PROMPT=0",
+	cmd.Env = append(os.Environ(), "HOME="+e.dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_CONFIG_PARAMETERS=", "GIT_TERMINAL_PROMPT=0",
 		"GIT_AUTHOR_NAME=T", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=T", "GIT_COMMITTER_EMAIL=t@example.com")
 	if user != "" {
 		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND=ssh "+strings.Join(e.sshArgs(user), " "))
