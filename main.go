@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&opts.SSH.KeepaliveCountMax, "ssh-keepalive-count-max", sshserver.DefaultKeepaliveCountMax, "Unanswered keepalives before the connection is cut.")
 	flag.DurationVar(&opts.SSH.MaxSessionDuration, "ssh-max-session-duration", 0, "Kill a git command running longer than this; 0 means no limit.")
 	flag.DurationVar(&opts.SSH.ShutdownGracePeriod, "ssh-shutdown-grace-period", sshserver.DefaultShutdownGracePeriod, "On shutdown, how long running git commands may take to finish.")
-	app.ByteSizeVar(flag.CommandLine, &opts.SSH.MaxPushSize, "ssh-max-push-size", sshserver.DefaultMaxPushSize, "The largest pack one push may send (git's receive.maxInputSize), as a quantity such as 500Mi or 2Gi; a larger push is refused and nothing of it is kept. 0: the default; negative: no limit.")
+	flag.TextVar((*app.ByteSize)(&opts.SSH.MaxPushSize), "ssh-max-push-size", app.ByteSize(sshserver.DefaultMaxPushSize), "The largest pack one push may send (git's receive.maxInputSize), as a quantity such as 500Mi or 2Gi; a larger push is refused and nothing of it is kept. 0: the default; negative: no limit.")
 	flag.StringVar(&opts.SSH.GitHooksDir, "ssh-git-hooks-dir", "", "An absolute path to a directory of git hooks (pre-receive, update, post-receive, ...) run for every repository; pushers must not be able to write it. Empty: no hooks run, not even those in a repository's hooks/.")
 
 	zapOptions := zap.Options{}

@@ -8,7 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 )
 
-func TestByteSizeVar(t *testing.T) {
+func TestByteSize(t *testing.T) {
 	for _, tt := range []struct {
 		arg  string
 		want int64
@@ -31,7 +31,7 @@ func TestByteSizeVar(t *testing.T) {
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			var v int64
-			ByteSizeVar(fs, &v, "size", 1<<30, "")
+			fs.TextVar((*ByteSize)(&v), "size", ByteSize(1<<30), "")
 			g.Expect(fs.Lookup("size").DefValue).To(Equal("1Gi"))
 			var args []string
 			if tt.arg != "" {

@@ -192,7 +192,7 @@ func mainFlags(t testing.TB) []string {
 		t.Fatal(err)
 	}
 	var flags []string
-	for _, m := range regexp.MustCompile(`\w*Var\((?:flag\.CommandLine,\s*)?[^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
+	for _, m := range regexp.MustCompile(`flag\.\w+Var\([^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
 		flags = append(flags, m[1])
 	}
 	if len(flags) < 10 {
