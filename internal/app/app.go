@@ -36,7 +36,8 @@ import (
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// The leader election Lease is named by --leader-election-id, so its rules are written by
+// hand next to the generated ones (config/rbac/named_rules.yaml, the chart's rbac.yaml).
 // Leader election still reports its transitions as core/v1 events.
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 

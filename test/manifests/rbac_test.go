@@ -13,7 +13,7 @@ import (
 // config/rbac/named_rules.yaml and the chart's templates/rbac.yaml: what gitssh does with
 // the one Secret, ConfigMap and Service it touches, named as the Deployment's flags name
 // them. Everything else it reads or writes is in the generated rules.
-func namedRules(hostKeySecret, serviceName string) []any {
+func namedRules(hostKeySecret, serviceName, leaseName string) []any {
 	return []any{
 		// LoadOrCreateHostKeys gets it; the cache lists and watches it by name.
 		map[string]any{"apiGroups": []any{""}, "resources": []any{"secrets"},
@@ -26,6 +26,10 @@ func namedRules(hostKeySecret, serviceName string) []any {
 		// PublicEndpoint reads the Service's LoadBalancer address.
 		map[string]any{"apiGroups": []any{""}, "resources": []any{"services"},
 			"resourceNames": []any{serviceName}, "verbs": []any{"get"}},
+		// Leader election: client-go's lease lock gets and updates its Lease, and creates it once.
+		map[string]any{"apiGroups": []any{"coordination.k8s.io"}, "resources": []any{"leases"},
+			"resourceNames": []any{leaseName}, "verbs": []any{"get", "update"}},
+		map[string]any{"apiGroups": []any{"coordination.k8s.io"}, "resources": []any{"leases"}, "verbs": []any{"create"}},
 	}
 }
 
@@ -38,7 +42,7 @@ func TestRoleNamesItsObjects(t *testing.T) {
 	generated := generatedRules(t)
 	for _, rule := range generated {
 		for _, resource := range rule.(map[string]any)["resources"].([]any) {
-			NewWithT(t).Expect(resource).NotTo(BeElementOf("secrets", "configmaps", "services"),
+			NewWithT(t).Expect(resource).NotTo(BeElementOf("secrets", "configmaps", "services", "leases"),
 				"a +kubebuilder:rbac marker grants %s to every object of the namespace: remove it, "+
 					"the rules that name gitssh's own are written by hand (config/rbac/named_rules.yaml, "+
 					"charts/gitssh/templates/rbac.yaml)", resource)
@@ -73,7 +77,7 @@ func TestRoleNamesItsObjects(t *testing.T) {
 			role := m.one(t, ref["kind"].(string), ref["name"].(string))
 
 			flags := args(t, deploy)
-			want := append(append([]any{}, generated...), namedRules(flags["host-key-secret"], flags["service-name"])...)
+			want := append(append([]any{}, generated...), namedRules(flags["host-key-secret"], flags["service-name"], leaseName(flags))...)
 			g.Expect(nested(t, role, "rules")).To(Equal(want),
 				"the Role must be the generated rules (run 'make manifests') and then the named ones")
 		})
@@ -92,4 +96,13 @@ func generatedRules(t testing.TB) []any {
 		t.Fatal(err)
 	}
 	return role.Rules
+}
+
+// leaseName is the leader election Lease a Deployment's flags name: gitssh's default when
+// the flag is absent.
+func leaseName(flags map[string]string) string {
+	if id, ok := flags["leader-election-id"]; ok {
+		return id
+	}
+	return "gitssh-leader"
 }

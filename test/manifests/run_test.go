@@ -15,6 +15,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -23,6 +24,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
@@ -176,6 +178,10 @@ func TestChartRunsGitssh(t *testing.T) {
 			return sa.Apply(ctx, corev1ac.ConfigMap("planted", ns), client.FieldOwner("gitssh-test"))
 		}, false},
 		{"get another Service", func() error { return sa.Get(ctx, key("database"), &corev1.Service{}) }, false},
+		// The first start created and holds its Lease; renewing it is an update by name.
+		{"get the leader Lease", func() error { return sa.Get(ctx, key("gitssh-leader"), &coordinationv1.Lease{}) }, true},
+		{"get another Lease", func() error { return sa.Get(ctx, key("other-leader"), &coordinationv1.Lease{}) }, false},
+		{"list the namespace's Leases", func() error { return sa.List(ctx, &coordinationv1.LeaseList{}, client.InNamespace(ns)) }, false},
 	} {
 		err := tt.do()
 		if tt.allowed {
@@ -186,9 +192,19 @@ func TestChartRunsGitssh(t *testing.T) {
 	}
 
 	// A restart reads the Secret the first start created, and serves the same keys.
+	lease := &coordinationv1.Lease{}
+	g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
+	firstLeader := ptr.Deref(lease.Spec.HolderIdentity, "")
+	g.Expect(firstLeader).NotTo(BeEmpty())
 	g.Expect(first.stop()).To(ContainSubstring("Generated host keys and stored them"))
 	second := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
 	second.waitReady(t, healthPort)
+	// Taking over the Lease the first start left is an update by name: the Role allows it.
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
+		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).NotTo(BeElementOf("", firstLeader))
+	}).WithTimeout(60*time.Second).WithPolling(time.Second).Should(Succeed(),
+		"the restarted gitssh must take over the leader Lease once it expires")
 	hookOut, err = runHook(cm.Data["fingerprints"])
 	g.Expect(err).NotTo(HaveOccurred(), hookOut)
 	logs := second.stop()
