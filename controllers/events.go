@@ -4,6 +4,7 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,28 @@ func recordReadyTransition(ctx context.Context, recorder events.EventRecorder, o
 	}
 	recorder.Eventf(obj, nil, eventType, ready.Reason, action, "%s", ready.Message)
 	log.FromContext(ctx).Info("Updated status", append([]any{"ready", ready.Status, "reason", ready.Reason}, logKeysAndValues...)...)
+}
+
+// recordQuotaTransition emits a Warning when a project goes over its quota, so pushes start
+// being refused, and a Normal event when it is back within. Getting a quota is no event:
+// only what changes for pushers is.
+func recordQuotaTransition(ctx context.Context, recorder events.EventRecorder, project *gitsshv1alpha1.GitProject, previous *metav1.Condition) {
+	current := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
+	wasOver := previous != nil && previous.Status == metav1.ConditionFalse
+	isOver := current != nil && current.Status == metav1.ConditionFalse
+	switch {
+	case isOver && !wasOver:
+		recorder.Eventf(project, nil, corev1.EventTypeWarning, current.Reason, "Measure", "%s", current.Message)
+	case wasOver && !isOver:
+		message := "no quota any more; pushes are accepted again"
+		if current != nil {
+			message = current.Message + "; pushes are accepted again"
+		}
+		recorder.Eventf(project, nil, corev1.EventTypeNormal, gitsshv1alpha1.ReasonWithinQuota, "Measure", "%s", message)
+	default:
+		return
+	}
+	log.FromContext(ctx).Info("Updated quota status", "overQuota", isOver, "repository", project.Status.Repository)
 }
 
 func falseCondition(reason, message string) metav1.Condition {

@@ -140,12 +140,17 @@ func (f *GitProjectFeeder) feed(project *gitsshv1alpha1.GitProject) {
 	if project.Spec.Visibility == gitsshv1alpha1.VisibilityPublic {
 		visibility = authorizer.Public
 	}
+	var quota int64
+	if project.Spec.Quota != nil {
+		quota = project.Spec.Quota.Value()
+	}
 	f.Authorizer.SetProject(ref, authorizer.Project{
 		Owner:          project.Spec.Owner,
 		Name:           project.Spec.Project,
 		Visibility:     visibility,
 		Members:        members,
 		RepositoryPath: f.Store.Path(project.Spec.Owner, project.Spec.Project),
+		Quota:          quota,
 		Created:        project.CreationTimestamp.Time,
 	})
 }

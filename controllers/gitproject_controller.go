@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -58,7 +59,11 @@ type GitProjectReconciler struct {
 func (r *GitProjectReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("gitproject").
-		For(&gitsshv1alpha1.GitProject{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A push shows up as a new status.lastPushTime (written by the usage recorder, at most
+		// once per flush interval): measure the repository again then, not only every
+		// endpointRecheck, so that size and quota condition follow pushes within a minute.
+		For(&gitsshv1alpha1.GitProject{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, lastPushTimeChanged))).
 		// Deleting the project that holds OWNER/PROJECT hands it to the next one.
 		Watches(&gitsshv1alpha1.GitProject{},
 			handler.EnqueueRequestsFromMapFunc(r.projectsWithTheSameAddress),
@@ -84,6 +89,7 @@ func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	ready.ObservedGeneration = project.Generation
 	project.Status.ObservedGeneration = project.Generation
 	meta.SetStatusCondition(&project.Status.Conditions, ready)
+	r.measure(ctx, &project, ready)
 	result.RequeueAfter = endpointRecheck
 	if requeue {
 		result.RequeueAfter = notServingRetry
@@ -100,7 +106,53 @@ func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	recordReadyTransition(ctx, r.Recorder, &project, "Provision", meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionReady), ready,
 		"cloneURL", project.Status.CloneURL)
+	recordQuotaTransition(ctx, r.Recorder, &project, meta.FindStatusCondition(before.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota))
 	return result, nil
+}
+
+// lastPushTimeChanged passes the updates that record a new push.
+var lastPushTimeChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	before, ok := e.ObjectOld.(*gitsshv1alpha1.GitProject)
+	after, ok2 := e.ObjectNew.(*gitsshv1alpha1.GitProject)
+	return ok && ok2 && !before.Status.LastPushTime.Equal(after.Status.LastPushTime)
+}}
+
+// measure records the repository's size in the status and, when the project has a quota,
+// whether the repository is within it. The SSH servers measure again on every push and
+// enforce the quota themselves; this is what people and alerts see.
+func (r *GitProjectReconciler) measure(ctx context.Context, project *gitsshv1alpha1.GitProject, ready metav1.Condition) {
+	switch ready.Reason {
+	case gitsshv1alpha1.ReasonProjectConflict:
+		// The repository is another object's.
+		project.Status.Repository = nil
+		meta.RemoveStatusCondition(&project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
+		return
+	case gitsshv1alpha1.ReasonRepositoryError:
+		return // nothing to measure, or no way to tell; keep the last measurement
+	}
+	size, err := repostore.DiskUsage(project.Status.RepositoryPath)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Failed to measure the repository", "path", project.Status.RepositoryPath)
+		return
+	}
+	project.Status.Repository = &gitsshv1alpha1.RepositoryStatus{SizeBytes: size, Size: repostore.FormatSize(size)}
+	if project.Spec.Quota == nil {
+		meta.RemoveStatusCondition(&project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
+		return
+	}
+	quota := project.Spec.Quota.Value()
+	within := metav1.Condition{
+		Type:               gitsshv1alpha1.ConditionWithinQuota,
+		Status:             metav1.ConditionTrue,
+		Reason:             gitsshv1alpha1.ReasonWithinQuota,
+		Message:            fmt.Sprintf("uses %s of its %s quota", repostore.FormatSize(size), repostore.FormatSize(quota)),
+		ObservedGeneration: project.Generation,
+	}
+	if size >= quota {
+		within.Status, within.Reason = metav1.ConditionFalse, gitsshv1alpha1.ReasonOverQuota
+		within.Message += "; pushes are refused until it is below: raise spec.quota, or remove data from the repository"
+	}
+	meta.SetStatusCondition(&project.Status.Conditions, within)
 }
 
 // provision creates the repository if this object holds OWNER/PROJECT and fills the status.

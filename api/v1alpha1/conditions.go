@@ -16,9 +16,15 @@ limitations under the License.
 
 package v1alpha1
 
-// ConditionReady is the one condition type on every gitssh object: True when the object
+// ConditionReady is the condition type on every gitssh object: True when the object
 // does what it asks for, False with a reason below when it does not.
 const ConditionReady = "Ready"
+
+// ConditionWithinQuota is on a GitProject with spec.quota: True while its repository is
+// below the quota, False (reason ReasonOverQuota) once pushes are refused. It is separate
+// from Ready because an over-quota repository is still served: it can be cloned and
+// fetched.
+const ConditionWithinQuota = "WithinQuota"
 
 // Reasons of the Ready condition of an SSHPublicKey.
 const (
@@ -48,4 +54,14 @@ const (
 	// ReasonNotServing: the repository exists but the SSH server is not accepting
 	// connections yet, so there is no clone URL to show.
 	ReasonNotServing = "NotServing"
+)
+
+// Reasons of the WithinQuota condition of a GitProject.
+const (
+	// ReasonWithinQuota: the repository is smaller than spec.quota; pushes are limited to
+	// what is left.
+	ReasonWithinQuota = "WithinQuota"
+	// ReasonOverQuota: the repository has reached spec.quota; pushes are refused until it
+	// is below, because the quota was raised or the repository cleaned up.
+	ReasonOverQuota = "OverQuota"
 )

@@ -17,6 +17,7 @@ limitations under the License.
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -127,6 +128,15 @@ type GitProjectSpec struct {
 	// +optional
 	// +kubebuilder:default=Retain
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// quota bounds the repository's size on disk, e.g. "1Gi" or "500Mi". Each push is
+	// limited to what is left of it, and once the repository has reached it every push is
+	// refused; cloning and fetching never are. The bound is soft by a little: a pack that
+	// fits is stored with its index, and pushes running at the same time each get what was
+	// left when they started. Unset: no quota (the server's push size limit still applies).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="quota must be a positive size such as \"500Mi\" or \"1Gi\"; leave it out for no quota"
+	Quota *resource.Quantity `json:"quota,omitempty"`
 }
 
 // GitProjectStatus reports where the repository is and when it was last used.
@@ -150,17 +160,37 @@ type GitProjectStatus struct {
 	// +optional
 	LastFetchTime *metav1.Time `json:"lastFetchTime,omitempty"`
 
+	// repository describes the bare repository on disk, as the leader last measured it.
+	// +optional
+	Repository *RepositoryStatus `json:"repository,omitempty"`
+
 	// observedGeneration is the metadata.generation the status was last computed from.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions tell whether the repository can be used. Type Ready is True when the
 	// repository exists and is served; when False its reason says why (ProjectConflict,
-	// RepositoryError, NotServing).
+	// RepositoryError, NotServing). Type WithinQuota is there when spec.quota is set: False
+	// (reason OverQuota) while the repository is at or over its quota and pushes are refused.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// RepositoryStatus holds facts about the bare repository on disk. They are measured by the
+// leader when the project is reconciled: on a change, after a push shows up in
+// lastPushTime, and every few minutes.
+type RepositoryStatus struct {
+	// sizeBytes is the sum of the sizes of the repository's files, which is what
+	// spec.quota is compared with.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+
+	// size is sizeBytes for people, e.g. "1.2 GiB".
+	// +optional
+	Size string `json:"size,omitempty"`
 }
 
 // GitProject is a bare git repository served over SSH, with who may read and push it.
@@ -171,6 +201,7 @@ type GitProjectStatus struct {
 // +kubebuilder:printcolumn:name="Project",type=string,JSONPath=`.spec.project`
 // +kubebuilder:printcolumn:name="Visibility",type=string,JSONPath=`.spec.visibility`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.repository.size`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.cloneURL`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type GitProject struct {

@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -55,6 +57,23 @@ func TestGitProjectDefaults(t *testing.T) {
 	g.Expect(project.Spec.Visibility).To(Equal(v1alpha1.VisibilityPrivate))
 	g.Expect(project.Spec.DefaultBranch).To(Equal("main"))
 	g.Expect(project.Spec.DeletionPolicy).To(Equal(v1alpha1.DeletionPolicyRetain))
+	g.Expect(project.Spec.Quota).To(BeNil(), "no quota unless one is set")
+}
+
+func TestGitProjectQuotaForms(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, quota := range []string{"1Gi", "500Mi", "1G", "1048576", "1.5Gi"} {
+		t.Run(quota, func(t *testing.T) {
+			g := NewWithT(t)
+			project := &v1alpha1.GitProject{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "quota-", Namespace: ns},
+				Spec:       v1alpha1.GitProjectSpec{Owner: "acme", Project: "api", Quota: ptr.To(resource.MustParse(quota))},
+			}
+			g.Expect(env.Client.Create(context.Background(), project)).To(Succeed())
+			want := resource.MustParse(quota)
+			g.Expect(project.Spec.Quota.Value()).To(Equal(want.Value()))
+		})
+	}
 }
 
 func TestSSHPublicKeyRejections(t *testing.T) {
@@ -130,6 +149,8 @@ func TestGitProjectRejections(t *testing.T) {
 		{"default branch ending in .lock", func(s *v1alpha1.GitProjectSpec) { s.DefaultBranch = "main.lock" }, "defaultBranch must be a plain branch name"},
 		{"default branch that is an option", func(s *v1alpha1.GitProjectSpec) { s.DefaultBranch = "--orphan" }, "defaultBranch must be a plain branch name"},
 		{"unknown deletion policy", func(s *v1alpha1.GitProjectSpec) { s.DeletionPolicy = "Orphan" }, `spec.deletionPolicy: Unsupported value: "Orphan"`},
+		{"zero quota", func(s *v1alpha1.GitProjectSpec) { s.Quota = ptr.To(resource.MustParse("0")) }, "quota must be a positive size"},
+		{"negative quota", func(s *v1alpha1.GitProjectSpec) { s.Quota = ptr.To(resource.MustParse("-1Gi")) }, "quota must be a positive size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -196,8 +217,8 @@ func TestKubectlGetColumns(t *testing.T) {
 	}{
 		{"sshkey", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
 		{"sshkeys", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
-		{"gitproj", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
-		{"gitprojects", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
+		{"gitproj", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "SIZE", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
+		{"gitprojects", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "SIZE", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
 	} {
 		out, err := env.Kubectl(ctx, "get", tc.resource, "-n", ns)
 		g.Expect(err).NotTo(HaveOccurred(), out)

@@ -105,6 +105,8 @@ type Project struct {
 	Members map[string]Role
 	// RepositoryPath is the bare repository directory on disk.
 	RepositoryPath string
+	// Quota bounds the repository's size in bytes; 0 means no quota.
+	Quota int64
 	// Created orders claims on the same OWNER/NAME: the oldest wins.
 	Created time.Time
 }
@@ -115,6 +117,8 @@ type Repository struct {
 	Project ObjectRef
 	Owner   string
 	Name    string
+	// Quota bounds the repository's size in bytes; 0 means no quota.
+	Quota int64
 }
 
 type projectName struct{ owner, name string }
@@ -301,5 +305,5 @@ func (a *Authorizer) Authorize(user, owner, name string, access Access) (Reposit
 	if !role.allows(access) && !(p.Visibility == Public && access == AccessRead) {
 		return Repository{}, false
 	}
-	return Repository{Path: p.RepositoryPath, Project: c[0], Owner: p.Owner, Name: p.Name}, true
+	return Repository{Path: p.RepositoryPath, Project: c[0], Owner: p.Owner, Name: p.Name, Quota: p.Quota}, true
 }

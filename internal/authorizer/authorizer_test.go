@@ -97,14 +97,14 @@ func TestProjectOwner(t *testing.T) {
 	g := NewWithT(t)
 	a := New()
 	a.SetProject(ref("new"), Project{Owner: "acme", Name: "api", RepositoryPath: "/new", Created: t1})
-	a.SetProject(ref("old"), Project{Owner: "acme", Name: "api", RepositoryPath: "/old", Created: t0})
+	a.SetProject(ref("old"), Project{Owner: "acme", Name: "api", RepositoryPath: "/old", Quota: 1 << 30, Created: t0})
 
 	owner, ok := a.ProjectOwner("acme", "api")
 	g.Expect(ok).To(BeTrue())
 	g.Expect(owner).To(Equal(ref("old")))
 	repo, ok := a.Authorize("acme", "acme", "api", AccessWrite)
 	g.Expect(ok).To(BeTrue())
-	g.Expect(repo).To(Equal(Repository{Path: "/old", Project: ref("old"), Owner: "acme", Name: "api"}))
+	g.Expect(repo).To(Equal(Repository{Path: "/old", Project: ref("old"), Owner: "acme", Name: "api", Quota: 1 << 30}))
 
 	_, ok = a.ProjectOwner("Acme", "api")
 	g.Expect(ok).To(BeFalse(), "lookups are case-sensitive")
