@@ -1,0 +1,114 @@
+package sshserver
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/gitssh-dev/gitssh/internal/authorizer"
+)
+
+// mountTmpfs mounts a tmpfs of the given size on a new directory and unmounts it when the
+// test ends. Tests run as root here and in CI; elsewhere mounting is not permitted and the
+// test is skipped.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			t.Skipf("mounting a tmpfs is not permitted (%v): run as root to test a full volume", err)
+		}
+		t.Fatalf("mounting a tmpfs on %s: %v", dir, err)
+	}
+	// Registered after TempDir's own cleanup, so it runs first.
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+func freeBytes(g *WithT, dir string) int64 {
+	var st syscall.Statfs_t
+	g.Expect(syscall.Statfs(dir, &st)).To(Succeed())
+	return int64(st.Bavail) * st.Bsize
+}
+
+// writeRandom writes n bytes that do not compress, so that they reach the volume as large
+// as they are.
+func writeRandom(g *WithT, path string, n int) {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	g.Expect(os.MkdirAll(filepath.Dir(path), 0o755)).To(Succeed())
+	g.Expect(os.WriteFile(path, b, 0o644)).To(Succeed())
+}
+
+// A push that fills the volume fails, and leaves the repository as it was: git fsck passes,
+// a clone gets the old refs, nothing of the failed push takes space, and the next push that
+// fits is stored. Both ways git stores a push are covered: few objects are unpacked into
+// loose objects, many (receive.unpackLimit, 100 by default) are kept as a pack.
+func TestFullVolumeNeverCorruptsTheRepository(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files int // of 6 MiB in all, on a 4 MiB volume
+	}{
+		{"few objects, unpacked loose", 1},
+		{"many objects, kept as a pack", 150},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			volume := mountTmpfs(t, "4m")
+			e := newEnv(t, Config{})
+			bare := filepath.Join(volume, "acme", "full.git")
+			e.git("", "init", "--bare", "-q", "-b", "main", bare)
+			e.auth.SetProject(authorizer.ObjectRef{Namespace: "default", Name: "full"},
+				authorizer.Project{Owner: "acme", Name: "full", RepositoryPath: bare,
+					Members: map[string]authorizer.Role{"alice": authorizer.RoleWrite}})
+
+			work := filepath.Join(e.dir, "work")
+			e.git(e.dir, "init", "-q", "-b", "main", work)
+			writeRandom(g, filepath.Join(work, "small"), 100<<10)
+			e.git(work, "add", ".")
+			e.git(work, "commit", "-q", "-m", "fits")
+			out, err := e.gitAs("alice", work, "push", e.url("acme/full.git"), "main")
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			stored := strings.TrimSpace(e.git(bare, "rev-parse", "main"))
+			free := freeBytes(g, volume)
+
+			for i := range tc.files {
+				writeRandom(g, filepath.Join(work, "big", fmt.Sprint(i)), (6<<20)/tc.files)
+			}
+			e.git(work, "add", ".")
+			e.git(work, "commit", "-q", "-m", "does not fit")
+			out, err = e.gitAs("alice", work, "push", e.url("acme/full.git"), "main", "main:refs/heads/other")
+			g.Expect(err).To(HaveOccurred(), "a 6 MiB push onto a 4 MiB volume must fail: %s", out)
+			g.Expect(out).To(ContainSubstring("No space left on device"), "the client is told why")
+
+			out, err = e.gitAs("", bare, "fsck", "--full", "--strict", "--no-dangling")
+			g.Expect(err).NotTo(HaveOccurred(), "git fsck after ENOSPC: %s", out)
+			g.Expect(strings.Fields(e.git(bare, "for-each-ref", "--format=%(refname) %(objectname)"))).
+				To(Equal([]string{"refs/heads/main", stored}), "no ref moved or appeared")
+			clone := filepath.Join(e.dir, "clone")
+			out, err = e.gitAs("alice", e.dir, "clone", e.url("acme/full.git"), clone)
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			g.Expect(strings.TrimSpace(e.git(clone, "rev-parse", "HEAD"))).To(Equal(stored))
+
+			// git removed the push's quarantine directory: the space is free again.
+			g.Expect(freeBytes(g, volume)).To(BeNumerically(">=", free-64<<10), "the failed push left data on the volume")
+			e.git(work, "reset", "-q", "--hard", "HEAD~1")
+			e.git(work, "commit", "-q", "--allow-empty", "-m", "fits again")
+			out, err = e.gitAs("alice", work, "push", e.url("acme/full.git"), "main")
+			g.Expect(err).NotTo(HaveOccurred(), "a push that fits after the failed one: %s", out)
+			out, err = e.gitAs("", bare, "fsck", "--full", "--strict")
+			g.Expect(err).NotTo(HaveOccurred(), out)
+		})
+	}
+}
