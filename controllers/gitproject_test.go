@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -39,25 +42,8 @@ func TestCloneURLWaitsForTheServerAndItsAddress(t *testing.T) {
 		TTL:     100 * time.Millisecond,
 	}
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Logger:                 testr.New(t),
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	g.Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithCancel(context.Background())
-	g.Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
-	store := repostore.Store{Root: t.TempDir()}
-	g.Expect((&controllers.GitProjectReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: store,
-		SSHUser: "git", Endpoint: endpoint, Serving: serving.Load,
-	}).SetupWithManager(mgr)).To(Succeed())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	startGitProjectReconciler(t, ns, endpoint, serving.Load)
+	ctx := context.Background()
 
 	project := &gitsshv1alpha1.GitProject{
 		ObjectMeta: metav1.ObjectMeta{Name: "acme-api", Namespace: ns},
@@ -97,6 +83,118 @@ func TestCloneURLWaitsForTheServerAndItsAddress(t *testing.T) {
 		g.Expect(ready(g).Status).To(Equal(metav1.ConditionTrue))
 		g.Expect(project.Status.CloneURL).To(Equal("ssh://git@git.example.com/acme/api.git"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
+}
+
+// startGitProjectReconciler runs the GitProject reconciler alone in its own manager,
+// watching namespace ns, until the test ends; repositories go into a new directory.
+func startGitProjectReconciler(t *testing.T, ns string, endpoint *controllers.PublicEndpoint, serving func() bool) {
+	t.Helper()
+	g := NewWithT(t)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Logger:                 testr.New(t),
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
+	g.Expect((&controllers.GitProjectReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: repostore.Store{Root: t.TempDir()},
+		SSHUser: "git", Endpoint: endpoint, Serving: serving,
+	}).SetupWithManager(mgr)).To(Succeed())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// The leader measures a project's repository: on creation, again when a push shows up in
+// status.lastPushTime (no spec change, long before the periodic recheck), and when the
+// quota changes. Going over the quota sets WithinQuota=False with a Warning event; raising
+// the quota sets it back with a Normal one.
+func TestRepositorySizeAndQuotaCondition(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	startGitProjectReconciler(t, ns, &controllers.PublicEndpoint{Host: "git.example.com"}, nil)
+	ctx := context.Background()
+	project := &gitsshv1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-api", Namespace: ns},
+		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "api", Quota: ptr.To(resource.MustParse("1Mi"))},
+	}
+	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
+	get := func(g Gomega) (*gitsshv1alpha1.RepositoryStatus, metav1.Condition) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
+		g.Expect(project.Status.Repository).NotTo(BeNil())
+		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
+		g.Expect(c).NotTo(BeNil())
+		return project.Status.Repository, *c
+	}
+
+	var empty int64
+	g.Eventually(func(g Gomega) {
+		repo, within := get(g)
+		g.Expect(repo.SizeBytes).To(BeNumerically(">", 0), "HEAD and config")
+		g.Expect(repo.SizeBytes).To(BeNumerically("<", 4096))
+		g.Expect(repo.Size).To(HaveSuffix(" B"))
+		g.Expect(within.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(within.Reason).To(Equal(gitsshv1alpha1.ReasonWithinQuota))
+		g.Expect(within.Message).To(MatchRegexp(`^uses \d+ B of its 1 MiB quota$`))
+		empty = repo.SizeBytes
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+
+	// A push (here: 2 MiB written straight into the repository) is recorded by the usage
+	// recorder as a new lastPushTime.
+	pack := filepath.Join(project.Status.RepositoryPath, "objects", "pack", "pack-x.pack")
+	g.Expect(os.WriteFile(pack, make([]byte, 2<<20), 0o644)).To(Succeed())
+	pushed := project.DeepCopy()
+	pushed.Status.LastPushTime = ptr.To(metav1.Now())
+	g.Expect(env.Client.Status().Patch(ctx, pushed, client.MergeFrom(project))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		repo, within := get(g)
+		g.Expect(repo.SizeBytes).To(Equal(empty + 2<<20))
+		g.Expect(repo.Size).To(Equal("2 MiB"))
+		g.Expect(within.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(within.Reason).To(Equal(gitsshv1alpha1.ReasonOverQuota))
+		g.Expect(within.Message).To(Equal("uses 2 MiB of its 1 MiB quota; pushes are refused until it is below: raise spec.quota, or remove data from the repository"))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(eventTypesAndReasons(g, ns, project.Name)).To(ContainElement("Warning OverQuota"))
+	g.Expect(eventTypesAndReasons(g, ns, project.Name)).NotTo(ContainElement("Normal WithinQuota"), "getting a quota is no event")
+
+	raised := project.DeepCopy()
+	raised.Spec.Quota = ptr.To(resource.MustParse("3Mi"))
+	g.Expect(env.Client.Patch(ctx, raised, client.MergeFrom(project))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		_, within := get(g)
+		g.Expect(within.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(within.Message).To(Equal("uses 2 MiB of its 3 MiB quota"))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Eventually(func(g Gomega) []string { return eventTypesAndReasons(g, ns, project.Name) }).
+		WithTimeout(20 * time.Second).Should(ContainElement("Normal WithinQuota"))
+
+	// Without a quota there is no condition, and still a size.
+	unlimited := project.DeepCopy()
+	unlimited.Spec.Quota = nil
+	g.Expect(env.Client.Patch(ctx, unlimited, client.MergeFrom(project))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
+		g.Expect(meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)).To(BeNil())
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(project.Status.Repository.SizeBytes).To(Equal(empty + 2<<20))
+}
+
+// eventTypesAndReasons lists "TYPE REASON" of the events about the object named name.
+func eventTypesAndReasons(g Gomega, ns, name string) []string {
+	var list corev1.EventList // events.k8s.io events are readable as core/v1 events
+	g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+	var found []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name {
+			found = append(found, e.Type+" "+e.Reason)
+		}
+	}
+	return found
 }
 
 func TestCloneURL(t *testing.T) {
