@@ -150,7 +150,7 @@ func (r *GitProjectReconciler) measure(ctx context.Context, project *gitsshv1alp
 	}
 	if size >= quota {
 		within.Status, within.Reason = metav1.ConditionFalse, gitsshv1alpha1.ReasonOverQuota
-		within.Message += "; pushes are refused until it is below: raise spec.quota, or remove data from the repository"
+		within.Message += "; pushes are refused until it is below: raise spec.quota"
 	}
 	meta.SetStatusCondition(&project.Status.Conditions, within)
 }

@@ -137,10 +137,10 @@ func TestRepositorySizeAndQuotaCondition(t *testing.T) {
 		repo, within := get(g)
 		g.Expect(repo.SizeBytes).To(BeNumerically(">", 0), "HEAD and config")
 		g.Expect(repo.SizeBytes).To(BeNumerically("<", 4096))
-		g.Expect(repo.Size).To(HaveSuffix(" B"))
+		g.Expect(repo.Size).To(HaveSuffix(" bytes"))
 		g.Expect(within.Status).To(Equal(metav1.ConditionTrue))
 		g.Expect(within.Reason).To(Equal(gitsshv1alpha1.ReasonWithinQuota))
-		g.Expect(within.Message).To(MatchRegexp(`^uses \d+ B of its 1 MiB quota$`))
+		g.Expect(within.Message).To(MatchRegexp(`^uses \d+ bytes of its 1 MiB quota$`))
 		empty = repo.SizeBytes
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
@@ -157,7 +157,7 @@ func TestRepositorySizeAndQuotaCondition(t *testing.T) {
 		g.Expect(repo.Size).To(Equal("2 MiB"))
 		g.Expect(within.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(within.Reason).To(Equal(gitsshv1alpha1.ReasonOverQuota))
-		g.Expect(within.Message).To(Equal("uses 2 MiB of its 1 MiB quota; pushes are refused until it is below: raise spec.quota, or remove data from the repository"))
+		g.Expect(within.Message).To(Equal("uses 2 MiB of its 1 MiB quota; pushes are refused until it is below: raise spec.quota"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	g.Expect(eventTypesAndReasons(g, ns, project.Name)).To(ContainElement("Warning OverQuota"))
 	g.Expect(eventTypesAndReasons(g, ns, project.Name)).NotTo(ContainElement("Normal WithinQuota"), "getting a quota is no event")

@@ -188,7 +188,7 @@ type RepositoryStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 
-	// size is sizeBytes for people, e.g. "1.2 GiB".
+	// size is sizeBytes for people, e.g. "1.2 GiB" or "87 bytes".
 	// +optional
 	Size string `json:"size,omitempty"`
 }

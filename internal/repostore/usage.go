@@ -50,11 +50,11 @@ func DiskUsage(path string) (int64, error) {
 }
 
 // FormatSize writes a number of bytes for people, in binary units with at most one
-// decimal: "512 B", "1.5 KiB", "200 MiB", "1.2 GiB".
+// decimal: "512 bytes", "1.5 KiB", "200 MiB", "1.2 GiB".
 func FormatSize(bytes int64) string {
 	const units = "KMGTPE"
 	if bytes < 1024 {
-		return strconv.FormatInt(bytes, 10) + " B"
+		return strconv.FormatInt(bytes, 10) + " bytes"
 	}
 	value, unit := float64(bytes)/1024, 0
 	for value >= 1024 && unit < len(units)-1 {

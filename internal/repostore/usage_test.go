@@ -63,8 +63,8 @@ func TestFormatSize(t *testing.T) {
 		bytes int64
 		want  string
 	}{
-		{0, "0 B"},
-		{1023, "1023 B"},
+		{0, "0 bytes"},
+		{1023, "1023 bytes"},
 		{1024, "1 KiB"},
 		{1536, "1.5 KiB"},
 		{200 << 20, "200 MiB"},
