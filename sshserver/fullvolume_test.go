@@ -112,3 +112,58 @@ func TestFullVolumeNeverCorruptsTheRepository(t *testing.T) {
 		})
 	}
 }
+
+// At every amount of free space around what a push needs, the push either lands whole or
+// leaves the repository as it was. Page by page, the volume fills up while git writes the
+// objects, then while it writes the ref (the objects are stored, the ref does not move),
+// then not at all; each time git fsck passes and main is the old or the new commit.
+func TestPushAtEveryFreeSpaceBoundary(t *testing.T) {
+	g := NewWithT(t)
+	volume := mountTmpfs(t, "4m")
+	e := newEnv(t, Config{})
+	bare := filepath.Join(volume, "acme", "full.git")
+	e.git("", "init", "--bare", "-q", "-b", "main", bare)
+	e.auth.SetProject(authorizer.ObjectRef{Namespace: "default", Name: "full"},
+		authorizer.Project{Owner: "acme", Name: "full", RepositoryPath: bare,
+			Members: map[string]authorizer.Role{"alice": authorizer.RoleWrite}})
+	work := filepath.Join(e.dir, "work")
+	e.git(e.dir, "init", "-q", "-b", "main", work)
+	e.git(work, "commit", "-q", "--allow-empty", "-m", "first")
+	out, err := e.gitAs("alice", work, "push", e.url("acme/full.git"), "main")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+
+	filler := filepath.Join(volume, "filler")
+	const page = 4096 // tmpfs allocates whole pages
+	outcomes := map[string]bool{}
+	for free := range int64(12) {
+		before := strings.TrimSpace(e.git(bare, "rev-parse", "main"))
+		writeRandom(g, filepath.Join(work, "f"), 10<<10) // about 3 pages as a loose object
+		e.git(work, "add", ".")
+		e.git(work, "commit", "-q", "-m", fmt.Sprint(free))
+		pushed := strings.TrimSpace(e.git(work, "rev-parse", "HEAD"))
+
+		g.Expect(os.RemoveAll(filler)).To(Succeed())
+		g.Expect(os.WriteFile(filler, make([]byte, freeBytes(g, volume)-free*page), 0o644)).To(Succeed())
+		out, err := e.gitAs("alice", work, "push", e.url("acme/full.git"), "main")
+		after := strings.TrimSpace(e.git(bare, "rev-parse", "main"))
+		switch {
+		case err == nil:
+			outcomes["stored"] = true
+			g.Expect(after).To(Equal(pushed), "%d pages free: %s", free, out)
+		case strings.Contains(out, "(unpacker error)"):
+			outcomes["objects did not fit"] = true
+			g.Expect(after).To(Equal(before), "%d pages free: %s", free, out)
+		case strings.Contains(out, "(failed to update ref)"):
+			outcomes["the ref did not fit"] = true
+			g.Expect(after).To(Equal(before), "%d pages free: %s", free, out)
+		default:
+			t.Fatalf("%d pages free: the push failed for another reason: %v: %s", free, err, out)
+		}
+		if err != nil {
+			e.git(work, "reset", "-q", "--hard", "HEAD~1")
+		}
+		out, err = e.gitAs("", bare, "fsck", "--full", "--strict", "--no-dangling")
+		g.Expect(err).NotTo(HaveOccurred(), "git fsck with %d pages free: %s", free, out)
+	}
+	g.Expect(outcomes).To(HaveLen(3), "every way a push meets a full volume was tried")
+}
