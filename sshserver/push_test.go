@@ -255,16 +255,6 @@ func TestPackMeter(t *testing.T) {
 	}
 }
 
-func TestFormatBytes(t *testing.T) {
-	g := NewWithT(t)
-	for n, want := range map[int64]string{
-		0: "0 bytes", 1023: "1023 bytes", 1024: "1 KiB", 64 << 10: "64 KiB", 1536 << 10: "1.5 MiB",
-		1 << 30: "1 GiB", 2<<30 + 1: "2 GiB", 1000000: "976.6 KiB", 5 << 60: "5 EiB",
-	} {
-		g.Expect(formatBytes(n)).To(Equal(want), "%d", n)
-	}
-}
-
 // TestPlantedGitConfigHasNoEffect plants settings where git would read them
 // by default: ~/.gitconfig, $XDG_CONFIG_HOME/git/config, the system file (an
 // image's /etc/gitconfig, here through a git wrapper that sets

@@ -3,18 +3,49 @@ package sshserver
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
+
+	"github.com/gitssh-dev/gitssh/internal/repostore"
 )
 
 // pushLimit returns the most pack bytes a push into repo may send, 0 for no
-// limit, and the phrase that names it in the refusal, e.g. "this server's
-// limit of 1 GiB (--ssh-max-push-size)". Every push limit is decided here.
-func (s *Server) pushLimit(_ Repository) (limit int64, what string) {
-	if s.cfg.MaxPushSize < 0 {
+// limit, and the phrase that names it in the refusal: the smaller of "this
+// server's limit of 1 GiB (--ssh-max-push-size)" and "the remaining 200 MiB of
+// the repository's 1 GiB quota (GitProject spec.quota)". Every push limit is
+// decided here. A negative limit means that the repository has reached its
+// quota and no push may start; what is then the reason, for the client.
+func (s *Server) pushLimit(repo Repository) (limit int64, what string) {
+	if s.cfg.MaxPushSize > 0 {
+		limit, what = s.cfg.MaxPushSize, fmt.Sprintf("this server's limit of %s (--ssh-max-push-size)", repostore.FormatSize(s.cfg.MaxPushSize))
+	}
+	if quota, quotaWhat := s.quotaLimit(repo); quota < 0 || quota > 0 && (limit == 0 || quota < limit) {
+		return quota, quotaWhat
+	}
+	return limit, what
+}
+
+// quotaLimit returns how many pack bytes a push into repo may send under the
+// repository's quota, and the phrase that names this limit; 0 when repo has no
+// quota. The repository is measured on every push, on this replica, so that
+// the quota holds without asking the API server, whichever replica took the
+// last push. A negative limit: the quota is reached, and what says so.
+func (s *Server) quotaLimit(repo Repository) (limit int64, what string) {
+	if repo.Quota <= 0 {
 		return 0, ""
 	}
-	return s.cfg.MaxPushSize, fmt.Sprintf("this server's limit of %s (--ssh-max-push-size)", formatBytes(s.cfg.MaxPushSize))
+	used, err := repostore.DiskUsage(repo.Path)
+	if err != nil {
+		// git fails on such a repository too, with a message that says more than ours.
+		s.log.Error(err, "Failed to measure a repository against its quota", "repository", repo.Owner+"/"+repo.Name)
+		return 0, ""
+	}
+	left := repo.Quota - used
+	if left <= 0 {
+		return -1, fmt.Sprintf("repository %q uses %s of its %s quota; ask an admin of the project to raise spec.quota of its GitProject",
+			repo.Owner+"/"+repo.Name, repostore.FormatSize(used), repostore.FormatSize(repo.Quota))
+	}
+	return left, fmt.Sprintf("the remaining %s of the repository's %s quota (GitProject spec.quota)",
+		repostore.FormatSize(left), repostore.FormatSize(repo.Quota))
 }
 
 // packMeter counts the pack bytes of a receive-pack request: what the client
@@ -67,18 +98,3 @@ func (m *packMeter) Write(p []byte) (int, error) {
 
 // Bytes returns the pack bytes seen so far.
 func (m *packMeter) Bytes() int64 { return m.n.Load() }
-
-// formatBytes writes n in binary units: "1 GiB", "1.5 MiB", "100 bytes".
-func formatBytes(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	f, u := float64(n)/1024, 0
-	for f >= 1024 && u < len(units)-1 {
-		f /= 1024
-		u++
-	}
-	s := strings.TrimSuffix(strconv.FormatFloat(f, 'f', 1, 64), ".0")
-	return s + " " + units[u:u+1] + "iB"
-}

@@ -157,6 +157,12 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		limit, limitWhat = c.s.pushLimit(repo)
 		pack = &packMeter{}
 	}
+	if limit < 0 {
+		fmt.Fprintf(ch.Stderr(), "gitssh: push refused: %s\n", limitWhat)
+		log.Info("Refused push: the repository has reached its quota", "quota", repo.Quota)
+		exit(ch, exitRefused)
+		return
+	}
 	start := time.Now()
 	status, in, out, err := c.runGit(ctx, ch, cmd.Service, repo.Path, gitProtocol, limit, pack)
 	if err != nil {
@@ -167,7 +173,7 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	// what the limit is.
 	tooLarge := pack != nil && limit > 0 && pack.Bytes() > limit
 	if tooLarge {
-		fmt.Fprintf(ch.Stderr(), "gitssh: push refused: the pack is larger than %s. Push fewer commits at a time, or ask the server's administrator for a higher limit.\n", limitWhat)
+		fmt.Fprintf(ch.Stderr(), "gitssh: push refused: the pack is larger than %s. Push fewer commits at a time, or ask for a higher limit.\n", limitWhat)
 		log.Info("Refused push over its size limit", "limit", limit, "packBytesSeen", pack.Bytes())
 	}
 	if status == 0 && !tooLarge {

@@ -83,7 +83,7 @@ func TestProjectQuota(t *testing.T) {
 	g.Expect(inst.git(alice, work, "commit", "-q", "--allow-empty", "-m", "tiny")).Error().NotTo(HaveOccurred())
 	g.Eventually(func() string { out, _ := inst.git(alice, work, "push", "origin", "HEAD:main"); return out }).
 		WithTimeout(eventually).Should(MatchRegexp(
-			`gitssh: push refused: repository "alice/big" uses 3\d\d(\.\d)? KiB of its 200 KiB quota; ask an admin of the project to raise spec.quota of its GitProject`))
+		`gitssh: push refused: repository "alice/big" uses 3\d\d(\.\d)? KiB of its 200 KiB quota; ask an admin of the project to raise spec.quota of its GitProject`))
 	out, err = inst.git(alice, "", "clone", inst.url("alice", "big"), filepath.Join(t.TempDir(), "clone"))
 	g.Expect(err).NotTo(HaveOccurred(), "cloning is never refused: %s", out)
 
