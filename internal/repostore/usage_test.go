@@ -81,3 +81,25 @@ func TestFormatSize(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDiskUsage measures a repository of 100,000 loose objects in 256 directories,
+// the worst case of an unpacked repository: go test -run '^$' -bench DiskUsage ./internal/repostore/
+func BenchmarkDiskUsage(b *testing.B) {
+	repo := b.TempDir()
+	for i := range 100_000 {
+		dir := filepath.Join(repo, "objects", fmt.Sprintf("%02x", i%256))
+		if i < 256 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%038x", i)), []byte("x"), 0o444); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if n, err := DiskUsage(repo); err != nil || n != 100_000 {
+			b.Fatal(n, err)
+		}
+	}
+}
