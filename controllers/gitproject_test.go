@@ -159,7 +159,9 @@ func TestRepositorySizeAndQuotaCondition(t *testing.T) {
 		g.Expect(within.Reason).To(Equal(gitsshv1alpha1.ReasonOverQuota))
 		g.Expect(within.Message).To(Equal("uses 2 MiB of its 1 MiB quota; pushes are refused until it is below: raise spec.quota"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
-	g.Expect(eventTypesAndReasons(g, ns, project.Name)).To(ContainElement("Warning OverQuota"))
+	// Events are written asynchronously by the broadcaster.
+	g.Eventually(func(g Gomega) []string { return eventTypesAndReasons(g, ns, project.Name) }).
+		WithTimeout(20 * time.Second).Should(ContainElement("Warning OverQuota"))
 	g.Expect(eventTypesAndReasons(g, ns, project.Name)).NotTo(ContainElement("Normal WithinQuota"), "getting a quota is no event")
 
 	raised := project.DeepCopy()

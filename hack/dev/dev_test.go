@@ -93,8 +93,8 @@ func TestMakeDev(t *testing.T) {
 
 	got := shell(t, work, gitEnv, exports+" && "+kubectl)
 	if !regexp.MustCompile(`(?m)^sshpublickey\.gitssh\.dev/demo\s+demo\s.*True`).MatchString(got) ||
-		!regexp.MustCompile(`(?m)^gitproject\.gitssh\.dev/demo-hello\s+demo\s+hello\s.*True\s+`+regexp.QuoteMeta(wantURL)).MatchString(got) {
-		t.Fatalf("kubectl does not show the demo key and project as Ready:\n%s", got)
+		!regexp.MustCompile(`(?m)^gitproject\.gitssh\.dev/demo-hello\s+demo\s+hello\s.*True\s+\d+(\.\d+)? (bytes|KiB|MiB)\s+`+regexp.QuoteMeta(wantURL)).MatchString(got) {
+		t.Fatalf("kubectl does not show the demo key and project as Ready (and the project's SIZE and URL):\n%s", got)
 	}
 	shell(t, work, gitEnv, clone+" hello")
 	repo := filepath.Join(work, "hello")
