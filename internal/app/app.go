@@ -122,6 +122,11 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        opts.LeaderElectionID,
 		LeaderElectionNamespace: opts.Namespace,
+		// A leader that stops (a rollout, a deleted pod) hands the Lease over at once instead
+		// of leaving the others to wait out its 15 s. Safe because Run returns, and the
+		// process exits, as soon as the manager has stopped: the Lease is released only after
+		// every leader-only runnable has.
+		LeaderElectionReleaseOnCancel: true,
 		// Running pushes get the server's grace period, plus a little to flush.
 		GracefulShutdownTimeout: ptr.To(grace + 5*time.Second),
 		Controller: config.Controller{

@@ -197,14 +197,17 @@ func TestChartRunsGitssh(t *testing.T) {
 	firstLeader := ptr.Deref(lease.Spec.HolderIdentity, "")
 	g.Expect(firstLeader).NotTo(BeEmpty())
 	g.Expect(first.stop()).To(ContainSubstring("Generated host keys and stored them"))
+	// A leader that stops releases its Lease (an update by name), so another takes over at once.
+	g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
+	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(BeEmpty(), "the stopped leader must release its Lease")
 	second := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
 	second.waitReady(t, healthPort)
 	// Taking over the Lease the first start left is an update by name: the Role allows it.
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
 		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).NotTo(BeElementOf("", firstLeader))
-	}).WithTimeout(60*time.Second).WithPolling(time.Second).Should(Succeed(),
-		"the restarted gitssh must take over the leader Lease once it expires")
+	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(Succeed(),
+		"the restarted gitssh must take over the released leader Lease")
 	hookOut, err = runHook(cm.Data["fingerprints"])
 	g.Expect(err).NotTo(HaveOccurred(), hookOut)
 	logs := second.stop()
