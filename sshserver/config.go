@@ -61,6 +61,10 @@ type Config struct {
 	MaxPushSize int64
 	// ServerVersion is the SSH identification string. Default "SSH-2.0-gitssh".
 	ServerVersion string
+
+	// Metrics counts connections, logins and git commands (NewMetrics).
+	// Default nil: nothing is counted.
+	Metrics *Metrics
 }
 
 // Defaults.

@@ -72,7 +72,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		ServerVersion:           c.s.cfg.ServerVersion,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if meta.User() != c.s.cfg.User {
-				return nil, errors.New("wrong user")
+				return nil, errWrongUser
 			}
 			if err := CheckClientKey(key); err != nil {
 				return nil, err
@@ -80,7 +80,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 			fp := ssh.FingerprintSHA256(key)
 			id, ok := c.s.auth.UserForKey(fp)
 			if !ok {
-				return nil, errors.New("unknown key")
+				return nil, errUnknownKey
 			}
 			st.mu.Lock()
 			st.offered[fp] = id
@@ -92,7 +92,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 			id, ok := c.s.auth.UserForKey(ssh.FingerprintSHA256(key))
 			if !ok {
-				return nil, errors.New("key revoked")
+				return nil, errKeyRevoked
 			}
 			return &ssh.Permissions{Extensions: map[string]string{
 				extUser:         id.User,
@@ -100,6 +100,9 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 				extKeyName:      id.Key.Name,
 				extFingerprint:  id.Fingerprint,
 			}}, nil
+		},
+		AuthLogCallback: func(_ ssh.ConnMetadata, method string, err error) {
+			c.s.cfg.Metrics.authAttempt(method, err)
 		},
 	}
 	for _, k := range c.s.hostKeys {
@@ -146,6 +149,11 @@ func (c *conn) serve() {
 	st := &authState{offered: map[string]Identity{}}
 	sc, chans, globalReqs, err := ssh.NewServerConn(c.nc, c.serverConfig(st))
 	stay := c.s.handshakeDone(c)
+	outcome := outcomeAuthenticated
+	if err != nil {
+		outcome = handshakeOutcome(err)
+	}
+	defer func() { c.s.cfg.Metrics.closed(outcome) }()
 	var verified string
 	if err == nil {
 		c.id = identityFrom(sc.Permissions)
@@ -154,6 +162,7 @@ func (c *conn) serve() {
 	for fp, id := range st.offered {
 		if fp != verified {
 			c.s.rec.KeyRefused(id)
+			c.s.cfg.Metrics.offeredWithoutProof()
 			c.log.Info("Refused key offered without proof", "user", id.User, "key", id.Key.String(), "fingerprint", fp)
 		}
 	}
@@ -170,7 +179,7 @@ func (c *conn) serve() {
 		return
 	}
 
-	go refuseGlobalRequests(globalReqs)
+	go c.refuseGlobalRequests(globalReqs)
 	if c.s.cfg.KeepaliveInterval > 0 {
 		go c.keepalive(sc)
 	}
@@ -187,6 +196,7 @@ func (c *conn) serve() {
 	var sessions sync.WaitGroup
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
+			c.s.cfg.Metrics.requestRefused(channelRefusal(nc.ChannelType()))
 			c.log.Info("Refused channel", "type", nc.ChannelType())
 			nc.Reject(ssh.Prohibited, "gitssh only allows session channels")
 			continue
@@ -206,8 +216,11 @@ func (c *conn) serve() {
 
 // refuseGlobalRequests answers no to tcpip-forward, streamlocal forwarding,
 // keepalives from the client and anything else.
-func refuseGlobalRequests(reqs <-chan *ssh.Request) {
+func (c *conn) refuseGlobalRequests(reqs <-chan *ssh.Request) {
 	for r := range reqs {
+		if t := globalRequestRefusal(r.Type); t != "" {
+			c.s.cfg.Metrics.requestRefused(t)
+		}
 		if r.WantReply {
 			r.Reply(false, nil)
 		}

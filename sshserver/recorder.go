@@ -15,6 +15,9 @@ type Authorizer interface {
 	UserForKey(fingerprint string) (Identity, bool)
 	// Authorize returns the repository user may access, if any.
 	Authorize(user, owner, project string, access authorizer.Access) (Repository, bool)
+	// ProjectOwner reports whether OWNER/PROJECT exists at all. Only the
+	// metrics tell "not found" from "denied"; a client is never told.
+	ProjectOwner(owner, project string) (authorizer.ObjectRef, bool)
 }
 
 // Recorder is told what happened, for "last used" bookkeeping. The server

@@ -113,9 +113,11 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		s.cfg.Metrics.accepted()
 		c, reason := s.admit(nc)
 		if c == nil {
-			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "reason", reason)
+			s.cfg.Metrics.dropped(reason)
+			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "limit", reason)
 			nc.Close()
 			continue
 		}
@@ -125,25 +127,26 @@ func (s *Server) Serve(l net.Listener) error {
 
 // admit registers a new connection, or says why not. It never blocks on the
 // client: the accept loop calls it.
-func (s *Server) admit(nc net.Conn) (*conn, string) {
+func (s *Server) admit(nc net.Conn) (*conn, dropReason) {
 	src := sourceOf(nc.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.draining:
-		return nil, "shutting down"
+		return nil, dropShuttingDown
 	case len(s.conns) >= s.cfg.MaxConns:
-		return nil, "too many connections"
+		return nil, dropMaxConns
 	case s.cfg.MaxStartupsPerSource > 0 && s.unauthBy[src] >= s.cfg.MaxStartupsPerSource:
-		return nil, "too many unauthenticated connections from this source"
+		return nil, dropMaxStartupsPerSource
 	case rand.Float64() < s.cfg.MaxStartups.dropProbability(s.unauth):
-		return nil, "too many unauthenticated connections"
+		return nil, dropMaxStartups
 	}
 	c := newConn(s, nc, src)
 	s.conns[c] = struct{}{}
 	s.unauth++
 	s.unauthBy[src]++
 	s.connsWG.Add(1)
+	s.cfg.Metrics.admitted()
 	return c, ""
 }
 
@@ -219,6 +222,7 @@ func (s *Server) sessionStarted(c *conn) bool {
 		return false
 	}
 	c.sessions++
+	s.cfg.Metrics.sessionStarted()
 	if c.idle != nil {
 		c.idle.Stop()
 	}
@@ -229,6 +233,7 @@ func (s *Server) sessionEnded(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.sessions--
+	s.cfg.Metrics.sessionEnded()
 	if c.sessions > 0 {
 		return
 	}
@@ -245,6 +250,7 @@ func (s *Server) handshakeDone(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unauth--
+	s.cfg.Metrics.handshakeDone()
 	if s.unauthBy[c.source]--; s.unauthBy[c.source] == 0 {
 		delete(s.unauthBy, c.source)
 	}

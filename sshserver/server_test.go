@@ -21,6 +21,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
@@ -67,6 +68,7 @@ type env struct {
 	keys     map[string]string // user -> private key file
 	known    string
 	hooks    string // Config.GitHooksDir
+	reg      *prometheus.Registry // Config.Metrics's, this server's own
 	serveErr chan error
 }
 
@@ -116,6 +118,10 @@ func newEnv(t testing.TB, cfg Config) *env {
 	log := logr.Discard() // benchmarks
 	if tt, ok := t.(*testing.T); ok {
 		log = testr.New(tt)
+	}
+	if cfg.Metrics == nil {
+		e.reg = prometheus.NewRegistry()
+		cfg.Metrics = NewMetrics(e.reg)
 	}
 	srv, err := New(cfg, hostSigners, e.auth, e.rec, log)
 	g.Expect(err).NotTo(HaveOccurred())

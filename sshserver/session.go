@@ -52,6 +52,7 @@ func (c *conn) session(nc ssh.NewChannel) {
 			// request could explain that.
 			if !started {
 				pty, ok = true, true
+				c.s.cfg.Metrics.requestRefused(requestPty)
 			}
 		case "shell":
 			if !started {
@@ -65,6 +66,9 @@ func (c *conn) session(nc ssh.NewChannel) {
 		default:
 			// x11-req, auth-agent-req@openssh.com, subsystem (sftp),
 			// window-change, signal, ...: refused.
+			if t := sessionRequestRefusal(req.Type); t != "" {
+				c.s.cfg.Metrics.requestRefused(t)
+			}
 			c.log.V(1).Info("Refused session request", "type", req.Type)
 		}
 		if start != nil {
@@ -101,6 +105,7 @@ func (c *conn) shell(ch ssh.Channel, pty bool) {
 	if pty {
 		eol = "\r\n" // the client's terminal is in raw mode
 	}
+	c.s.cfg.Metrics.requestRefused(requestShell)
 	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.%s", c.id.User, eol)
 	c.log.Info("Refused shell")
 	exit(ch, exitShell)
@@ -117,11 +122,13 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	var pathErr *PathError
 	switch {
 	case errors.Is(err, ErrUnknownCommand):
+		c.s.cfg.Metrics.requestRefused(requestUnknownCommand)
 		fmt.Fprintf(ch.Stderr(), "gitssh: unknown command %s\n", quoteForMessage(raw))
 		c.log.Info("Refused unknown command", "command", quoteForMessage(raw))
 		exit(ch, exitUnknownCommand)
 		return
 	case errors.As(err, &pathErr):
+		c.s.cfg.Metrics.gitCommand(pathErr.Service, gitRun{result: gitRefused})
 		fmt.Fprintf(ch.Stderr(), "gitssh: %v\n", err)
 		c.log.Info("Refused malformed repository path", "command", quoteForMessage(raw))
 		exit(ch, exitRefused)
@@ -130,6 +137,9 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		exit(ch, exitRefused)
 		return
 	}
+
+	run := gitRun{result: gitRefused} // until git has run
+	defer func() { c.s.cfg.Metrics.gitCommand(cmd.Service, run) }()
 
 	access := authorizer.AccessRead
 	if cmd.Service == ReceivePack {
@@ -140,8 +150,12 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	if ok && !isDir(repo.Path) {
 		log.Error(nil, "Found no repository directory for an authorized project", "path", repo.Path)
 		ok = false
+		run.result = gitNotFound
 	}
 	if !ok {
+		if _, exists := c.s.auth.ProjectOwner(cmd.Owner, cmd.Project); !exists {
+			run.result = gitNotFound
+		}
 		// Missing and forbidden look the same to the client.
 		fmt.Fprintf(ch.Stderr(), "gitssh: repository %q not found or access denied\n", cmd.Owner+"/"+cmd.Project)
 		c.s.rec.KeyRefused(c.id)
@@ -172,7 +186,13 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	// exits 0 after refusing: the pack's size tells, and the client learns
 	// what the limit is.
 	tooLarge := pack != nil && limit > 0 && pack.Bytes() > limit
+	run = gitRun{result: gitOK, ran: true, duration: time.Since(start), in: in, out: out}
+	if err != nil || status != 0 {
+		run.result = gitError
+	}
 	if tooLarge {
+		run.result = gitRefused
+		c.s.cfg.Metrics.pushTooLarge()
 		fmt.Fprintf(ch.Stderr(), "gitssh: push refused: the pack is larger than %s. Push fewer commits at a time, or ask for a higher limit.\n", limitWhat)
 		log.Info("Refused push over its size limit", "limit", limit, "packBytesSeen", pack.Bytes())
 	}
