@@ -79,14 +79,14 @@ const (
 
 // Refused requests: label type of gitssh_ssh_refused_requests_total.
 const (
-	requestShell           = "shell"
-	requestPty             = "pty"
-	requestSubsystem       = "subsystem"
-	requestX11             = "x11"
-	requestAgent           = "agent_forwarding"
-	requestPortForwarding  = "port_forwarding"
-	requestUnknownCommand  = "unknown_command"
-	requestOtherChannel    = "other_channel"
+	requestShell          = "shell"
+	requestPty            = "pty"
+	requestSubsystem      = "subsystem"
+	requestX11            = "x11"
+	requestAgent          = "agent_forwarding"
+	requestPortForwarding = "port_forwarding"
+	requestUnknownCommand = "unknown_command"
+	requestOtherChannel   = "other_channel"
 )
 
 var gitServices = []string{UploadPack, ReceivePack, UploadArchive}

@@ -72,7 +72,9 @@ func droppedBy(limit dropReason) string {
 func auth(method, result string) string {
 	return fmt.Sprintf(`gitssh_ssh_auth_attempts_total{method=%q,result=%q}`, method, result)
 }
-func refused(typ string) string { return fmt.Sprintf(`gitssh_ssh_refused_requests_total{type=%q}`, typ) }
+func refused(typ string) string {
+	return fmt.Sprintf(`gitssh_ssh_refused_requests_total{type=%q}`, typ)
+}
 func gitCmd(service, result string) string {
 	return fmt.Sprintf(`gitssh_ssh_git_commands_total{result=%q,service=%q}`, result, service)
 }

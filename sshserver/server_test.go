@@ -67,7 +67,7 @@ type env struct {
 	port     string
 	keys     map[string]string // user -> private key file
 	known    string
-	hooks    string // Config.GitHooksDir
+	hooks    string               // Config.GitHooksDir
 	reg      *prometheus.Registry // Config.Metrics's, this server's own
 	serveErr chan error
 }
