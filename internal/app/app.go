@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
@@ -159,6 +160,8 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := mgr.Add(usageRecorder); err != nil {
 		return err
 	}
+	// On controller-runtime's registry, so they are served with its own metrics.
+	opts.SSH.Metrics = sshserver.NewMetrics(ctrlmetrics.Registry)
 	server, err := sshserver.New(opts.SSH, hostKeys, authz, usageRecorder, log.WithName("ssh"))
 	if err != nil {
 		return err

@@ -39,6 +39,7 @@ type instance struct {
 	port       int
 	repoRoot   string
 	knownHosts string // a known_hosts file written from the published ConfigMap
+	opts       app.Options
 	stop       func() error
 }
 
@@ -49,33 +50,38 @@ func startGitssh(t testing.TB, ns, repoRoot string) *instance {
 	return startGitsshOn(t, ns, repoRoot, 0)
 }
 
-// startGitsshOn is startGitssh on a given port (0: any free one).
-func startGitsshOn(t testing.TB, ns, repoRoot string, port int) *instance {
+// startGitsshOn is startGitssh on a given port (0: any free one); configure may change
+// the options first.
+func startGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...func(*app.Options)) *instance {
 	t.Helper()
 	g := NewWithT(t)
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	g.Expect(err).NotTo(HaveOccurred())
 	port = listener.Addr().(*net.TCPAddr).Port
 
+	opts := app.Options{
+		Namespace:     ns,
+		Listener:      listener,
+		SSH:           sshserver.Config{ShutdownGracePeriod: 5 * time.Second},
+		PublicHost:    "127.0.0.1",
+		PublicPort:    port,
+		RepoRoot:      repoRoot,
+		HostKeySecret: hostKeySecret,
+		// Short, so that usage times show up quickly in tests.
+		UsageFlushInterval: time.Second,
+		MetricsAddr:        "0", HealthProbeAddr: "0",
+		SkipControllerNameValidation: true,
+	}
+	for _, f := range configure {
+		f(&opts)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, env.Config, app.Options{
-			Namespace:     ns,
-			Listener:      listener,
-			SSH:           sshserver.Config{ShutdownGracePeriod: 5 * time.Second},
-			PublicHost:    "127.0.0.1",
-			PublicPort:    port,
-			RepoRoot:      repoRoot,
-			HostKeySecret: hostKeySecret,
-			// Short, so that usage times show up quickly in tests.
-			UsageFlushInterval: time.Second,
-			MetricsAddr:        "0", HealthProbeAddr: "0",
-			SkipControllerNameValidation: true,
-		}, zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
+		done <- app.Run(ctx, env.Config, opts, zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
 	}()
 	stopped := false
-	inst := &instance{namespace: ns, port: port, repoRoot: repoRoot}
+	inst := &instance{namespace: ns, port: port, repoRoot: repoRoot, opts: opts}
 	inst.stop = func() error {
 		if stopped {
 			return nil

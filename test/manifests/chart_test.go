@@ -35,10 +35,10 @@ func TestChartDefaults(t *testing.T) {
 		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" || flag == "ssh-git-hooks-dir" {
 			continue // the pod's namespace; the public address defaults to the Service's; no hooks
 		}
-		g.Expect(flags).To(HaveKey(flag), "main.go's --%s is not set by the chart: add a value for it", flag)
+		g.Expect(flags).To(HaveKey(flag), "gitssh's --%s is not set by the chart: add a value for it", flag)
 	}
 	for flag := range flags {
-		g.Expect(mainFlags(t)).To(ContainElement(flag), "the chart passes --%s, which main.go does not define", flag)
+		g.Expect(mainFlags(t)).To(ContainElement(flag), "the chart passes --%s, which gitssh does not define", flag)
 	}
 	g.Expect(flags).To(Equal(map[string]string{
 		"leader-elect":                "true",

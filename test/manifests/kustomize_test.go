@@ -38,7 +38,7 @@ func TestKustomizeDefault(t *testing.T) {
 	g.Expect(flags).To(HaveKeyWithValue("service-name", "gitssh"))
 	g.Expect(flags).To(HaveKeyWithValue("leader-elect", "true"))
 	for flag := range flags {
-		g.Expect(mainFlags(t)).To(ContainElement(flag), "config/manager passes --%s, which main.go does not define", flag)
+		g.Expect(mainFlags(t)).To(ContainElement(flag), "config/manager passes --%s, which gitssh does not define", flag)
 	}
 	c := container(t, deploy)
 	g.Expect(c["image"]).To(Equal("ghcr.io/gitssh-dev/gitssh:latest"))

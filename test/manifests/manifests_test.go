@@ -183,20 +183,20 @@ func args(t testing.TB, deploy *unstructured.Unstructured) map[string]string {
 	return out
 }
 
-// mainFlags returns the flags main.go defines, read from its source so that a new flag
+// mainFlags returns gitssh's flags (internal/app/flags.go), read from the source so that a new flag
 // without a chart value fails a test.
 func mainFlags(t testing.TB) []string {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join(env.RepoRoot, "main.go"))
+	src, err := os.ReadFile(filepath.Join(env.RepoRoot, "internal", "app", "flags.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var flags []string
-	for _, m := range regexp.MustCompile(`flag\.\w+Var\([^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
+	for _, m := range regexp.MustCompile(`fs\.\w+Var\([^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
 		flags = append(flags, m[1])
 	}
 	if len(flags) < 10 {
-		t.Fatalf("found only %d flags in main.go: %v; has the flag wiring moved?", len(flags), flags)
+		t.Fatalf("found only %d flags in internal/app/flags.go: %v; has the flag wiring moved?", len(flags), flags)
 	}
 	return flags
 }

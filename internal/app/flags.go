@@ -1,0 +1,42 @@
+package app
+
+import (
+	"flag"
+
+	"github.com/gitssh-dev/gitssh/internal/usage"
+	"github.com/gitssh-dev/gitssh/sshserver"
+)
+
+// BindFlags defines gitssh's command-line flags on fs, each setting a field of o to its
+// default. main.go binds them to the command line; make dev to DEV_ARGS, so that every
+// flag can be tried there too.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Namespace, "namespace", PodNamespace(), "The namespace to watch for SSHPublicKey and GitProject objects, and where the host key Secret lives. Default: the pod's own namespace.")
+	fs.StringVar(&o.SSHAddr, "ssh-addr", ":2222", "The address the SSH server listens on.")
+	fs.StringVar(&o.SSH.User, "ssh-user", sshserver.DefaultUser, "The only SSH user name accepted, as in ssh://git@HOST/OWNER/PROJECT.git.")
+	fs.StringVar(&o.PublicHost, "ssh-public-host", "", "The host name clients use, shown in clone URLs and known_hosts. Default: the address of the LoadBalancer Service --service-name.")
+	fs.IntVar(&o.PublicPort, "ssh-public-port", 0, "The port clients use. Default: 22 with --ssh-public-host, else the Service's port.")
+	fs.StringVar(&o.ServiceName, "service-name", "gitssh", "The LoadBalancer Service in front of the SSH pods, read for the public address when --ssh-public-host is not set.")
+	fs.StringVar(&o.RepoRoot, "repo-root", "/var/lib/gitssh/repositories", "The directory holding the bare repositories, OWNER/PROJECT.git.")
+	fs.StringVar(&o.HostKeySecret, "host-key-secret", "gitssh-host-keys", "The Secret holding the SSH host keys; generated once when missing, never overwritten.")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 turns it off.")
+	fs.StringVar(&o.HealthProbeAddr, "health-probe-bind-address", ":8081", "The address the /healthz and /readyz probes bind to.")
+	fs.BoolVar(&o.LeaderElection, "leader-elect", true, "Elect one replica to write status and provision repositories; every replica serves SSH either way.")
+	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "gitssh-leader", "The name of the leader election Lease.")
+
+	fs.DurationVar(&o.UsageFlushInterval, "usage-flush-interval", usage.DefaultFlushInterval, "How often, at most, one key's or project's last-used times are written to its status; also their granularity.")
+
+	fs.DurationVar(&o.SSH.LoginGraceTime, "ssh-login-grace-time", sshserver.DefaultLoginGraceTime, "Time a client has to authenticate.")
+	fs.IntVar(&o.SSH.MaxAuthTries, "ssh-max-auth-tries", sshserver.DefaultMaxAuthTries, "Authentication attempts per connection.")
+	fs.TextVar(&o.SSH.MaxStartups, "ssh-max-startups", sshserver.DefaultMaxStartups, "Connections not authenticated yet, as OpenSSH's MaxStartups start:rate:full: past start a new one is dropped with probability rate%, rising to 100% at full. One number N is a hard cap (N:100:N).")
+	fs.IntVar(&o.SSH.MaxStartupsPerSource, "ssh-max-startups-per-source", sshserver.DefaultMaxStartupsPerSource, "Connections not authenticated yet from one IPv4 address or IPv6 /64; more are closed at once. Negative turns it off.")
+	fs.IntVar(&o.SSH.MaxConns, "ssh-max-conns", sshserver.DefaultMaxConns, "All connections; more are closed at once.")
+	fs.IntVar(&o.SSH.MaxSessionsPerConn, "ssh-max-sessions-per-conn", sshserver.DefaultMaxSessionsPerConn, "Session channels per connection.")
+	fs.DurationVar(&o.SSH.IdleTimeout, "ssh-idle-timeout", sshserver.DefaultIdleTimeout, "Close an authenticated connection with no open session after this long; negative turns it off.")
+	fs.DurationVar(&o.SSH.KeepaliveInterval, "ssh-keepalive-interval", sshserver.DefaultKeepaliveInterval, "Interval of keepalive requests to the client; negative turns them off.")
+	fs.IntVar(&o.SSH.KeepaliveCountMax, "ssh-keepalive-count-max", sshserver.DefaultKeepaliveCountMax, "Unanswered keepalives before the connection is cut.")
+	fs.DurationVar(&o.SSH.MaxSessionDuration, "ssh-max-session-duration", 0, "Kill a git command running longer than this; 0 means no limit.")
+	fs.DurationVar(&o.SSH.ShutdownGracePeriod, "ssh-shutdown-grace-period", sshserver.DefaultShutdownGracePeriod, "On shutdown, how long running git commands may take to finish.")
+	fs.TextVar((*ByteSize)(&o.SSH.MaxPushSize), "ssh-max-push-size", ByteSize(sshserver.DefaultMaxPushSize), "The largest pack one push may send (git's receive.maxInputSize), as a quantity such as 500Mi or 2Gi; a larger push is refused and nothing of it is kept. 0: the default; negative: no limit.")
+	fs.StringVar(&o.SSH.GitHooksDir, "ssh-git-hooks-dir", "", "An absolute path to a directory of git hooks (pre-receive, update, post-receive, ...) run for every repository; pushers must not be able to write it. Empty: no hooks run, not even those in a repository's hooks/.")
+}
