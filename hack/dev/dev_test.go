@@ -19,7 +19,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +45,8 @@ const (
 // clone commands, pushes a commit, stops it with SIGINT as Ctrl-C would, and runs it
 // again to find the same host key (the first run's known_hosts, strictly checked) and
 // the pushed commit; then kills it (SIGKILL) and checks that a third run stops the
-// control plane left behind and serves the same.
+// control plane left behind and serves the same. The first run takes a gitssh flag from
+// DEV_ARGS and prints METRICS_URL, where the SSH metrics are.
 func TestMakeDev(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("needs /proc to check that the control plane processes are gone")
@@ -77,7 +80,7 @@ func TestMakeDev(t *testing.T) {
 		"GIT_COMMITTER_NAME=Demo", "GIT_COMMITTER_EMAIL=demo@example.com")
 
 	// First run: everything is created.
-	first := startDev(t, bin, root, devDir, assets, port)
+	first := startDev(t, bin, root, devDir, assets, port, "DEV_ARGS=--ssh-max-startups-per-source=1")
 	out := first.waitReady(t)
 	exports := lineWith(t, out, "export KUBECONFIG=")
 	kubectl := lineWith(t, out, " get sshkeys,gitprojects")
@@ -104,6 +107,43 @@ func TestMakeDev(t *testing.T) {
 	pushEnv := slices.Concat(gitEnv, []string{"GIT_SSH_COMMAND=" + sshCommand[1]})
 	shell(t, repo, pushEnv, "git add README && git commit -q -m 'Say hello' && git push -q origin HEAD:main")
 	pushed := strings.TrimSpace(shell(t, repo, pushEnv, "git rev-parse HEAD"))
+
+	// DEV_ARGS reached gitssh: a second handshake from one source is dropped at once.
+	held, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readVersion := func(c net.Conn) error {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Read(make([]byte, 64))
+		return err
+	}
+	if err := readVersion(held); err != nil {
+		t.Fatalf("the first handshake was not admitted: %v", err)
+	}
+	dropped, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := readVersion(dropped); err == nil {
+		t.Fatal("a second handshake from 127.0.0.1 was admitted: DEV_ARGS=--ssh-max-startups-per-source=1 had no effect")
+	}
+	_ = dropped.Close()
+	_ = held.Close()
+	metricsURL := strings.TrimPrefix(lineWith(t, out, "METRICS_URL="), "METRICS_URL=")
+	if !regexp.MustCompile(`(?m)^METRICS_URL=http://127\.0\.0\.1:\d+/metrics$`).MatchString(out) {
+		t.Fatalf("no line METRICS_URL=http://127.0.0.1:PORT/metrics of its own:\n%s", out)
+	}
+	metrics := httpGet(t, metricsURL)
+	for _, series := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^gitssh_ssh_git_commands_total\{result="ok",service="upload-pack"\} [1-9]`),
+		regexp.MustCompile(`(?m)^gitssh_ssh_git_commands_total\{result="ok",service="receive-pack"\} 1$`),
+		regexp.MustCompile(`(?m)^gitssh_ssh_connections_dropped_total\{limit="max_startups_per_source"\} 1$`),
+	} {
+		if !series.MatchString(metrics) {
+			t.Errorf("%s does not match %s", metricsURL, series)
+		}
+	}
 
 	pinned := filepath.Join(t.TempDir(), "known_hosts")
 	knownHosts, err := os.ReadFile(filepath.Join(devDir, "known_hosts"))
@@ -164,12 +204,13 @@ type devProcess struct {
 	err    error
 }
 
-func startDev(t *testing.T, bin, root, devDir, assets string, port int) *devProcess {
+func startDev(t *testing.T, bin, root, devDir, assets string, port int, env ...string) *devProcess {
 	t.Helper()
 	p := &devProcess{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin)
 	p.cmd.Dir = root
 	p.cmd.Env = append(os.Environ(), "GITSSH_DEV_DIR="+devDir, "DEV_SSH_PORT="+strconv.Itoa(port), "KUBEBUILDER_ASSETS="+assets)
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout = p.stdout
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -309,6 +350,32 @@ func shell(t *testing.T, dir string, env []string, line string) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// A DEV_ARGS flag gitssh does not have stops make dev at once, before any control plane,
+// with a message that names it.
+func TestDevArgsUnknownFlag(t *testing.T) {
+	cmd := exec.Command("go", "run", ".")
+	cmd.Env = append(os.Environ(), "DEV_ARGS=--ssh-max-startups=8 --no-such-flag=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !strings.Contains(string(out), `DEV_ARGS="--ssh-max-startups=8 --no-such-flag=1": flag provided but not defined: -no-such-flag`) {
+		t.Fatalf("want a failure that names the flag, got %v:\n%s", err, out)
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %v %s", url, err, resp.Status)
+	}
+	return string(b)
 }
 
 func freePort(t *testing.T) int {

@@ -24,10 +24,15 @@ limitations under the License.
 // key, the repositories and the demo key stay the same. SIGINT or SIGTERM stops the
 // operator, then kube-apiserver and etcd; a second signal skips the operator's grace
 // period.
+//
+// DEV_ARGS holds extra gitssh flags, split on spaces, e.g.
+// DEV_ARGS="--ssh-max-auth-tries=2 --zap-log-level=debug"; make dev keeps the SSH address
+// (DEV_SSH_PORT) and the repositories directory its own.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -73,12 +78,56 @@ const (
 )
 
 func main() {
-	log := zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr))
+	opts, zapOpts, err := gitsshOptions(os.Getenv("DEV_ARGS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gitssh dev:", err)
+		os.Exit(2)
+	}
+	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(os.Stderr))
 	ctrl.SetLogger(log)
-	if err := run(log); err != nil {
+	if err := run(log, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "gitssh dev:", err)
 		os.Exit(1)
 	}
+}
+
+// gitsshOptions returns gitssh's options for make dev: gitssh's defaults, then make
+// dev's, then the flags in devArgs (split on spaces), gitssh's own and its --zap-* ones.
+func gitsshOptions(devArgs string) (app.Options, zap.Options, error) {
+	var opts app.Options
+	fs := flag.NewFlagSet("DEV_ARGS", flag.ContinueOnError)
+	opts.BindFlags(fs)
+	zapOpts := zap.Options{Development: true}
+	zapOpts.BindFlags(fs)
+
+	opts.Namespace = namespace
+	opts.ServiceName = "gitssh"
+	opts.HostKeySecret = hostKeySecret
+	// Short, so that the demo shows LAST USED a few seconds after a clone.
+	opts.UsageFlushInterval = 5 * time.Second
+	opts.MetricsAddr = freeLocalAddr()
+	opts.HealthProbeAddr = freeLocalAddr()
+	opts.LeaderElection = false
+
+	if err := fs.Parse(strings.Fields(devArgs)); err != nil {
+		return opts, zapOpts, fmt.Errorf("DEV_ARGS=%q: %w (gitssh's flags are listed above)", devArgs, err)
+	}
+	if fs.NArg() > 0 {
+		return opts, zapOpts, fmt.Errorf("DEV_ARGS=%q: %q is not a flag; write flags as --name=value", devArgs, fs.Arg(0))
+	}
+	return opts, zapOpts, nil
+}
+
+// metricsURL is where the metrics endpoint bound to addr answers, "" when it is off.
+func metricsURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/metrics"
 }
 
 // paths are the files and directories of one dev environment.
@@ -89,7 +138,7 @@ type paths struct {
 	kubeconfig, demoKey, knownHosts, kubectlIn string
 }
 
-func run(log logr.Logger) error {
+func run(log logr.Logger, opts app.Options) error {
 	// The first signal stops everything in order; a second one cuts the operator's
 	// grace period short. The control plane is stopped either way.
 	signals := make(chan os.Signal, 2)
@@ -166,30 +215,16 @@ func run(log logr.Logger) error {
 	opCtx, opCancel := context.WithCancel(context.Background())
 	defer opCancel()
 	go func() { <-ctx.Done(); opCancel() }()
+	opts.SSHAddr, opts.Listener = sshAddr, listener
+	opts.PublicHost, opts.PublicPort = "127.0.0.1", port
+	opts.RepoRoot = p.repos
 	operatorDone := make(chan error, 1)
-	go func() {
-		operatorDone <- app.Run(opCtx, env.Config, app.Options{
-			Namespace:     namespace,
-			SSHAddr:       sshAddr,
-			Listener:      listener,
-			PublicHost:    "127.0.0.1",
-			PublicPort:    port,
-			ServiceName:   "gitssh",
-			RepoRoot:      p.repos,
-			HostKeySecret: hostKeySecret,
-			// Short, so that the demo shows LAST USED a few seconds after a clone.
-			UsageFlushInterval: 5 * time.Second,
-			MetricsAddr:        freeLocalAddr(),
-			HealthProbeAddr:    freeLocalAddr(),
-			LeaderElection:     false,
-			LeaderElectionID:   "gitssh-leader",
-		}, log)
-	}()
+	go func() { operatorDone <- app.Run(opCtx, env.Config, opts, log) }()
 
 	setupCtx, setupCancel := context.WithTimeout(ctx, setupTimeout)
 	defer setupCancel()
 	setupDone := make(chan error, 1)
-	go func() { setupDone <- setUpDemo(setupCtx, c, p, port, log) }()
+	go func() { setupDone <- setUpDemo(setupCtx, c, p, port, metricsURL(opts.MetricsAddr), log) }()
 
 	// Run until a signal, a failed setup, or the operator stopping on its own.
 	var runErr error
@@ -446,7 +481,7 @@ func saveHostKeys(ctx context.Context, c client.Client, dir string, log logr.Log
 // setUpDemo saves the host keys, applies the demo key and project, waits until the
 // project is served, writes known_hosts, checks a real `git ls-remote` and prints how to
 // use it all.
-func setUpDemo(ctx context.Context, c client.Client, p *paths, port int, log logr.Logger) error {
+func setUpDemo(ctx context.Context, c client.Client, p *paths, port int, metricsURL string, log logr.Logger) error {
 	if err := saveHostKeys(ctx, c, p.hostKeys, log); err != nil {
 		return err
 	}
@@ -526,6 +561,11 @@ func setUpDemo(ctx context.Context, c client.Client, p *paths, port int, log log
 		return err
 	}
 
+	// The metrics address on a line of its own, for scripts: METRICS_URL=http://…/metrics.
+	var metricsLine string
+	if metricsURL != "" {
+		metricsLine = "\nMETRICS_URL=" + metricsURL + "\n"
+	}
 	fmt.Printf(`
 gitssh dev: gitssh serves SSH on 127.0.0.1:%d with user %q's key and project %s/%s.
 Everything is kept in %s; Ctrl-C stops it, running it again picks up where it left off.
@@ -535,9 +575,9 @@ Run this in another terminal:
   export KUBECONFIG=%s
   %s get sshkeys,gitprojects
   GIT_SSH_COMMAND="%s" git clone %s
-
 %s
-`, port, demoUser, demoUser, demoProject, p.dir, shellWord(p.kubeconfig), shellWord(p.kubectlIn), sshCommand, cloneURL, readyLine)
+%s
+`, port, demoUser, demoUser, demoProject, p.dir, shellWord(p.kubeconfig), shellWord(p.kubectlIn), sshCommand, cloneURL, metricsLine, readyLine)
 	return nil
 }
 
