@@ -100,4 +100,11 @@ func TestPushesAgainstTheQuota(t *testing.T) {
 		}
 	}
 	g.Expect(pushes).To(Equal(2), "refused pushes are not recorded as pushes")
+	g.Eventually(func(g Gomega) {
+		g.Expect(gather(g, e.reg)).To(And(
+			HaveKeyWithValue(gitCmd("receive-pack", gitOK), 2.0),
+			HaveKeyWithValue(gitCmd("receive-pack", gitRefused), 2.0),
+			HaveKeyWithValue(tooLargePush, 1.0), // what was left of the quota; the second never ran
+		))
+	}).Should(Succeed())
 }
