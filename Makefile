@@ -26,7 +26,7 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: dev
-dev: ## Run gitssh on a local control plane with a demo key and project.
+dev: ## Run gitssh on a local control plane with a demo key and project (extra gitssh flags: DEV_ARGS="--flag=value ...").
 	@go build -o $(LOCALBIN)/gitssh-dev ./hack/dev  # not 'go run': it exits 1 on Ctrl-C
 	@KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" $(LOCALBIN)/gitssh-dev
 
