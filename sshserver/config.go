@@ -28,6 +28,26 @@ type Config struct {
 	// closed at once. A source is an IPv4 address or an IPv6 /64 (see
 	// sourceOf). Default 64; negative turns it off.
 	MaxStartupsPerSource int
+	// ProxyProtocol reads a PROXY protocol v1 or v2 header, sent by a load
+	// balancer before the SSH bytes, for the client's real address: the one
+	// every log line, MaxStartupsPerSource and PerSourcePenalties use. The
+	// header is read on the connection's goroutine within LoginGraceTime.
+	// Default ProxyProtocolOff.
+	ProxyProtocol ProxyProtocol
+	// ProxyProtocolTrustedCIDRs are the load balancers' addresses: only a TCP
+	// peer in them may send a header; one from elsewhere is refused. Needed
+	// unless ProxyProtocol is off.
+	ProxyProtocolTrustedCIDRs CIDRs
+	// PerSourcePenalties refuses, for a growing time, sources whose
+	// connections keep failing to log in, as OpenSSH's PerSourcePenalties.
+	// Default DefaultPenalties; Penalties{Off: true} turns them off.
+	PerSourcePenalties Penalties
+	// PenaltyExemptCIDRs are never penalised (sources in them are still
+	// counted against MaxStartupsPerSource), e.g. a CI runner's address.
+	PenaltyExemptCIDRs CIDRs
+	// PenaltyMaxSources bounds the sources remembered for penalties; when
+	// full, the one penalised longest ago is forgotten. Default 65536.
+	PenaltyMaxSources int
 	// MaxConns caps all connections; more are closed at once. Default 1024.
 	MaxConns int
 	// MaxSessionsPerConn caps open session channels on one connection.
@@ -74,6 +94,7 @@ const (
 	DefaultMaxAuthTries         = 6
 	DefaultMaxStartupsPerSource = 64
 	DefaultMaxConns             = 1024
+	DefaultProxyProtocol        = ProxyProtocolOff
 	DefaultMaxSessionsPerConn   = 10
 	DefaultIdleTimeout          = 2 * time.Minute
 	DefaultKeepaliveInterval    = 15 * time.Second
@@ -103,6 +124,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.MaxStartups = orDefault(c.MaxStartups, DefaultMaxStartups)
 	c.MaxStartupsPerSource = orDefault(c.MaxStartupsPerSource, DefaultMaxStartupsPerSource)
 	c.MaxConns = orDefault(c.MaxConns, DefaultMaxConns)
+	c.ProxyProtocol = orDefault(c.ProxyProtocol, DefaultProxyProtocol)
+	c.PerSourcePenalties = orDefault(c.PerSourcePenalties, DefaultPenalties)
+	c.PenaltyMaxSources = orDefault(c.PenaltyMaxSources, DefaultPenaltyMaxSources)
 	c.MaxSessionsPerConn = orDefault(c.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
 	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
 	c.KeepaliveInterval = orDefault(c.KeepaliveInterval, DefaultKeepaliveInterval)
@@ -115,7 +139,17 @@ func (c Config) withDefaults() (Config, error) {
 	if err := c.MaxStartups.validate(); err != nil {
 		return c, fmt.Errorf("MaxStartups %s: %w", c.MaxStartups, err)
 	}
+	if err := c.PerSourcePenalties.validate(); err != nil {
+		return c, fmt.Errorf("PerSourcePenalties %s: %w", c.PerSourcePenalties, err)
+	}
+	if err := c.ProxyProtocol.UnmarshalText([]byte(c.ProxyProtocol)); err != nil {
+		return c, fmt.Errorf("ProxyProtocol: %w", err)
+	}
 	switch {
+	case c.ProxyProtocol != ProxyProtocolOff && len(c.ProxyProtocolTrustedCIDRs) == 0:
+		return c, fmt.Errorf("ProxyProtocol %s needs ProxyProtocolTrustedCIDRs, the load balancers' addresses: a header from any other address is refused", c.ProxyProtocol)
+	case c.PenaltyMaxSources < 0:
+		return c, fmt.Errorf("PenaltyMaxSources must be positive")
 	case c.LoginGraceTime < 0:
 		return c, fmt.Errorf("LoginGraceTime must be positive")
 	case c.MaxAuthTries < 0, c.MaxConns < 0, c.MaxSessionsPerConn < 0, c.KeepaliveCountMax < 0:

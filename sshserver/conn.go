@@ -25,13 +25,19 @@ const (
 type conn struct {
 	s      *Server
 	nc     net.Conn
-	remote string
-	source netip.Prefix // counted against MaxStartupsPerSource
-	start  time.Time    // accepted
+	remote string    // the client's address, from the PROXY header when one is honoured
+	start  time.Time // accepted
 	log    logr.Logger
 	ctx    context.Context // ends when the connection closes or on forced shutdown
 	cancel context.CancelFunc
 	id     Identity
+
+	// source is what MaxStartupsPerSource and PerSourcePenalties count the
+	// client as, once admitted (sourceCounted); delay is the penalty wait
+	// before its handshake. Set under s.mu, before the handshake.
+	source        netip.Prefix
+	sourceCounted bool
+	delay         time.Duration
 
 	// guarded by s.mu
 	sessions int
@@ -40,12 +46,12 @@ type conn struct {
 
 // newConn starts the login grace time at accept: nothing a silent client
 // does can hold a handshake slot longer.
-func newConn(s *Server, nc net.Conn, source netip.Prefix) *conn {
+func newConn(s *Server, nc net.Conn) *conn {
 	start := time.Now()
 	nc.SetDeadline(start.Add(s.cfg.LoginGraceTime))
 	ctx, cancel := context.WithCancel(s.killCtx)
 	remote := nc.RemoteAddr().String()
-	return &conn{s: s, nc: nc, remote: remote, source: source, start: start, ctx: ctx, cancel: cancel,
+	return &conn{s: s, nc: nc, remote: remote, start: start, ctx: ctx, cancel: cancel,
 		log: s.log.WithValues("remote", remote)}
 }
 
@@ -58,6 +64,14 @@ func (c *conn) close() {
 type authState struct {
 	mu      sync.Mutex
 	offered map[string]Identity
+	refused int // keys or users refused
+}
+
+func (st *authState) refuse(err error) (*ssh.Permissions, error) {
+	st.mu.Lock()
+	st.refused++
+	st.mu.Unlock()
+	return nil, err
 }
 
 func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
@@ -72,15 +86,15 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		ServerVersion:           c.s.cfg.ServerVersion,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if meta.User() != c.s.cfg.User {
-				return nil, errWrongUser
+				return st.refuse(errWrongUser)
 			}
 			if err := CheckClientKey(key); err != nil {
-				return nil, err
+				return st.refuse(err)
 			}
 			fp := ssh.FingerprintSHA256(key)
 			id, ok := c.s.auth.UserForKey(fp)
 			if !ok {
-				return nil, errUnknownKey
+				return st.refuse(errUnknownKey)
 			}
 			st.mu.Lock()
 			st.offered[fp] = id
@@ -92,7 +106,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 			id, ok := c.s.auth.UserForKey(ssh.FingerprintSHA256(key))
 			if !ok {
-				return nil, errKeyRevoked
+				return st.refuse(errKeyRevoked)
 			}
 			return &ssh.Permissions{Extensions: map[string]string{
 				extUser:         id.User,
@@ -147,13 +161,18 @@ func (c *conn) serve() {
 	defer c.close()
 
 	st := &authState{offered: map[string]Identity{}}
-	sc, chans, globalReqs, err := ssh.NewServerConn(c.nc, c.serverConfig(st))
+	sc, chans, globalReqs, err := c.handshake(st)
 	stay := c.s.handshakeDone(c)
 	outcome := outcomeAuthenticated
 	if err != nil {
 		outcome = handshakeOutcome(err)
 	}
 	defer func() { c.s.cfg.Metrics.closed(outcome) }()
+	var refusal connRefusal
+	if errors.As(err, &refusal) {
+		c.log.V(1).Info("Refused connection", "reason", err.Error())
+		return
+	}
 	var verified string
 	if err == nil {
 		c.id = identityFrom(sc.Permissions)
@@ -161,6 +180,7 @@ func (c *conn) serve() {
 	}
 	for fp, id := range st.offered {
 		if fp != verified {
+			st.refused++
 			c.s.rec.KeyRefused(id)
 			c.s.cfg.Metrics.offeredWithoutProof()
 			c.log.Info("Refused key offered without proof", "user", id.User, "key", id.Key.String(), "fingerprint", fp)
@@ -168,6 +188,7 @@ func (c *conn) serve() {
 	}
 	if err != nil {
 		c.log.V(1).Info("Refused login", "reason", err.Error(), "duration", time.Since(start))
+		c.penalise(st)
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -212,6 +233,54 @@ func (c *conn) serve() {
 	}
 	c.cancel()
 	sessions.Wait()
+}
+
+// connRefusal is why a connection was closed before its SSH handshake.
+type connRefusal struct{ error }
+
+// handshake reads the PROXY protocol header, if configured, admits the
+// client's source, waits out its penalty delay, and runs the SSH handshake:
+// all within the login grace time set at accept.
+func (c *conn) handshake(st *authState) (*ssh.ServerConn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
+	nc := c.nc // c.nc stays the socket, for close from other goroutines
+	if mode := c.s.cfg.ProxyProtocol; mode != ProxyProtocolOff {
+		peer := c.nc.RemoteAddr()
+		var client net.Addr
+		var err error
+		if nc, client, err = readProxyHeader(c.nc, mode, c.s.cfg.ProxyProtocolTrustedCIDRs); err != nil {
+			return nil, nil, nil, connRefusal{err}
+		}
+		if client != peer {
+			c.remote = client.String()
+			c.log = c.s.log.WithValues("remote", c.remote, "peer", peer.String())
+		}
+		if reason := c.s.admitSource(c, sourceOf(client)); reason != "" {
+			return nil, nil, nil, connRefusal{errors.New(string(reason))}
+		}
+	}
+	if c.delay > 0 {
+		t := time.NewTimer(c.delay)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil, nil, nil, connRefusal{errors.New("closed while delayed for failed logins")}
+		}
+	}
+	return ssh.NewServerConn(nc, c.serverConfig(st))
+}
+
+// penalise counts a connection that ended without a login against its
+// source: a failed authentication when a key or user was refused in it,
+// else a connection that never tried.
+func (c *conn) penalise(st *authState) {
+	kind, name := failedNoAuth, "noauth"
+	if st.refused > 0 {
+		kind, name = failedAuth, "authfail"
+	}
+	if d := c.s.penalties.penalise(c.source, kind); d > 0 {
+		c.log.Info("Penalised source for failed logins", "source", c.source.String(), "failure", name, "refusedFor", d)
+	}
 }
 
 // refuseGlobalRequests answers no to tcpip-forward, streamlocal forwarding,

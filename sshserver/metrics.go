@@ -49,6 +49,7 @@ const (
 	dropMaxStartups          dropReason = "max_startups"
 	dropMaxStartupsPerSource dropReason = "max_startups_per_source"
 	dropShuttingDown         dropReason = "shutting_down"
+	dropPenalised            dropReason = "penalty" // PerSourcePenalties
 )
 
 // Authentication results: label result of gitssh_ssh_auth_attempts_total.
@@ -156,7 +157,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{outcomeAuthenticated, outcomeRefused, outcomeHandshakeFailed, outcomeTimeout, outcomeLimit} {
 		m.connsClosed.WithLabelValues(o)
 	}
-	for _, r := range []dropReason{dropMaxConns, dropMaxStartups, dropMaxStartupsPerSource, dropShuttingDown} {
+	for _, r := range []dropReason{dropMaxConns, dropMaxStartups, dropMaxStartupsPerSource, dropShuttingDown, dropPenalised} {
 		m.connsDropped.WithLabelValues(string(r))
 	}
 	for _, r := range []string{authAccepted, authUnknownKey, authWeakKey, authWrongUser, authRevoked, authOfferedWithoutProof} {

@@ -28,6 +28,8 @@ type Server struct {
 	auth     Authorizer
 	rec      Recorder
 	log      logr.Logger
+	// penalties is nil when PerSourcePenalties is off.
+	penalties *penaltyBox
 
 	// killAll ends every running command and connection (forced shutdown).
 	killCtx context.Context
@@ -59,13 +61,17 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 		rec = NopRecorder{}
 	}
 	killCtx, killAll := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg: cfg, hostKeys: hostKeys, auth: auth, rec: rec, log: log,
 		killCtx: killCtx, killAll: killAll,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		unauthBy:  map[netip.Prefix]int{},
-	}, nil
+	}
+	if !cfg.PerSourcePenalties.Off {
+		s.penalties = newPenaltyBox(cfg.PerSourcePenalties, cfg.PenaltyExemptCIDRs, cfg.PenaltyMaxSources)
+	}
+	return s, nil
 }
 
 // ListenAndServe listens on the TCP address and serves until Shutdown.
@@ -94,7 +100,14 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
-	s.log.Info("Started SSH server", "address", l.Addr().String())
+	s.log.Info("Started SSH server", "address", l.Addr().String(), "proxyProtocol", s.cfg.ProxyProtocol)
+	// Behind a PROXY protocol load balancer the TCP peer is not the client,
+	// whose address is only known once its connection's goroutine has read
+	// the header: refusals here name the peer.
+	peerKey := "remote"
+	if s.cfg.ProxyProtocol != ProxyProtocolOff {
+		peerKey = "peer"
+	}
 
 	var backoff time.Duration
 	for {
@@ -117,7 +130,7 @@ func (s *Server) Serve(l net.Listener) error {
 		c, reason := s.admit(nc)
 		if c == nil {
 			s.cfg.Metrics.dropped(reason)
-			s.log.V(1).Info("Refused connection", "remote", nc.RemoteAddr().String(), "limit", reason)
+			s.log.V(1).Info("Refused connection", peerKey, nc.RemoteAddr().String(), "limit", reason)
 			nc.Close()
 			continue
 		}
@@ -126,9 +139,10 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // admit registers a new connection, or says why not. It never blocks on the
-// client: the accept loop calls it.
+// client: the accept loop calls it. Without the PROXY protocol the TCP peer
+// is the client, and its source is checked here; with it, on the
+// connection's goroutine once the header is read (see conn.handshake).
 func (s *Server) admit(nc net.Conn) (*conn, dropReason) {
-	src := sourceOf(nc.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -136,18 +150,59 @@ func (s *Server) admit(nc net.Conn) (*conn, dropReason) {
 		return nil, dropShuttingDown
 	case len(s.conns) >= s.cfg.MaxConns:
 		return nil, dropMaxConns
-	case s.cfg.MaxStartupsPerSource > 0 && s.unauthBy[src] >= s.cfg.MaxStartupsPerSource:
-		return nil, dropMaxStartupsPerSource
-	case rand.Float64() < s.cfg.MaxStartups.dropProbability(s.unauth):
+	}
+	var src netip.Prefix
+	var delay time.Duration
+	if s.cfg.ProxyProtocol == ProxyProtocolOff {
+		src = sourceOf(nc.RemoteAddr())
+		var reason dropReason
+		if delay, reason = s.sourceAdmitsLocked(src); reason != "" {
+			return nil, reason
+		}
+	}
+	if rand.Float64() < s.cfg.MaxStartups.dropProbability(s.unauth) {
 		return nil, dropMaxStartups
 	}
-	c := newConn(s, nc, src)
+	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
 	s.unauth++
-	s.unauthBy[src]++
 	s.connsWG.Add(1)
 	s.cfg.Metrics.admitted()
+	if s.cfg.ProxyProtocol == ProxyProtocolOff {
+		s.countSourceLocked(c, src, delay)
+	}
 	return c, ""
+}
+
+// sourceAdmitsLocked says why src may not start another handshake, or how
+// long its handshake waits first (see Penalties). s.mu is held.
+func (s *Server) sourceAdmitsLocked(src netip.Prefix) (delay time.Duration, reason dropReason) {
+	if s.cfg.MaxStartupsPerSource > 0 && s.unauthBy[src] >= s.cfg.MaxStartupsPerSource {
+		return 0, dropMaxStartupsPerSource
+	}
+	delay, refusedFor := s.penalties.check(src)
+	if refusedFor > 0 {
+		return 0, dropPenalised
+	}
+	return delay, ""
+}
+
+// countSourceLocked counts c's handshake against its source. s.mu is held.
+func (s *Server) countSourceLocked(c *conn, src netip.Prefix, delay time.Duration) {
+	c.source, c.sourceCounted, c.delay = src, true, delay
+	s.unauthBy[src]++
+}
+
+// admitSource is sourceAdmitsLocked and countSourceLocked for a connection
+// whose source is known only after the PROXY protocol header.
+func (s *Server) admitSource(c *conn, src netip.Prefix) dropReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delay, reason := s.sourceAdmitsLocked(src)
+	if reason == "" {
+		s.countSourceLocked(c, src, delay)
+	}
+	return reason
 }
 
 func (s *Server) isDraining() bool {
@@ -251,6 +306,9 @@ func (s *Server) handshakeDone(c *conn) bool {
 	defer s.mu.Unlock()
 	s.unauth--
 	s.cfg.Metrics.handshakeDone()
+	if !c.sourceCounted {
+		return !s.draining
+	}
 	if s.unauthBy[c.source]--; s.unauthBy[c.source] == 0 {
 		delete(s.unauthBy, c.source)
 	}
