@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
@@ -70,6 +70,31 @@ type env struct {
 	hooks    string               // Config.GitHooksDir
 	reg      *prometheus.Registry // Config.Metrics's, this server's own
 	serveErr chan error
+	logs     logLines
+}
+
+// logLines keeps the server's log lines, V(1) included, as funcr prints
+// them: "msg"="Accepted login" "remote"="127.0.0.1:40000" ...
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// with returns the lines holding every one of the substrings.
+func (l *logLines) with(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range l.lines {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 // newEnvWithHooks is newEnv with Config.GitHooksDir set to an empty directory, e.hooks.
@@ -117,7 +142,12 @@ func newEnv(t testing.TB, cfg Config) *env {
 	}
 	log := logr.Discard() // benchmarks
 	if tt, ok := t.(*testing.T); ok {
-		log = testr.New(tt)
+		log = funcr.New(func(prefix, args string) {
+			tt.Log(prefix, args)
+			e.logs.mu.Lock()
+			e.logs.lines = append(e.logs.lines, args)
+			e.logs.mu.Unlock()
+		}, funcr.Options{Verbosity: 1})
 	}
 	if cfg.Metrics == nil {
 		e.reg = prometheus.NewRegistry()

@@ -1,0 +1,216 @@
+package sshserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/pires/go-proxyproto"
+
+	"github.com/gitssh-dev/gitssh/internal/hostkeys"
+)
+
+// proxyHeader is what a relay sends first: a PROXY header of the given
+// version (1 or 2) for a client at src, or raw bytes.
+func proxyHeader(t testing.TB, version byte, src string) []byte {
+	t.Helper()
+	dst := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 22}
+	if strings.Contains(src, ":") {
+		dst.IP = net.ParseIP("::1")
+	}
+	b, err := proxyproto.HeaderProxyFromAddrs(version, &net.TCPAddr{IP: net.ParseIP(src), Port: 40000}, dst).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// relay is a load balancer in the test: it listens on 127.0.0.1, dials the
+// server from the address from for each connection, sends header and then
+// copies both ways. It returns its port, for ssh -p.
+func (e *env) relay(from string, header []byte) string {
+	e.t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+				out, err := d.Dial("tcp", e.addr)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				if _, err := out.Write(header); err != nil {
+					return
+				}
+				go func() {
+					io.Copy(out, in)
+					out.(*net.TCPConn).CloseWrite()
+				}()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	f, err := os.OpenFile(e.known, os.O_APPEND|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.Write(hostkeys.KnownHosts("[127.0.0.1]:"+port, hostSigners))
+		f.Close()
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return port
+}
+
+// sshTo runs the OpenSSH client on port with the given keys, in that order;
+// it returns stderr and the exit code (1: logged in, shell refused; 255:
+// connection or login failed).
+func (e *env) sshTo(port string, keys []string, extra ...string) (string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var args []string
+	for _, k := range keys {
+		args = append(args, "-i", k)
+	}
+	args = append(args, "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "IdentityAgent=none",
+		"-o", "UserKnownHostsFile="+e.known, "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", "-p", port)
+	args = append(append(args, extra...), "-T", "git@127.0.0.1")
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdin = strings.NewReader("")
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return stderr.String(), ee.ExitCode()
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return stderr.String(), 0
+}
+
+func TestProxyProtocol(t *testing.T) {
+	const loggedIn, failed = 1, 255
+	trusted := CIDRs{netip.MustParsePrefix("127.0.0.1/32")}
+	tests := []struct {
+		name   string
+		mode   ProxyProtocol
+		from   string // the relay's address, as the server sees it
+		header func(t testing.TB) []byte
+		code   int
+		log    []string // in the server's "Accepted login" or "Refused connection" line
+	}{
+		{"v1", ProxyProtocolOptional, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 1, "203.0.113.7") },
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.7:40000"`, `"peer"="127.0.0.1:`}},
+		{"v2", ProxyProtocolRequired, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 2, "203.0.113.8") },
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.8:40000"`}},
+		{"v2 IPv6", ProxyProtocolRequired, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 2, "2001:db8::8") },
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="[2001:db8::8]:40000"`}},
+		{"absent, optional", ProxyProtocolOptional, "127.0.0.1", func(testing.TB) []byte { return nil },
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.1:`}},
+		{"absent, required", ProxyProtocolRequired, "127.0.0.1", func(testing.TB) []byte { return nil },
+			failed, []string{`"msg"="Refused connection"`, `"reason"="no PROXY protocol header"`, `"remote"="127.0.0.1:`}},
+		{"malformed", ProxyProtocolOptional, "127.0.0.1", func(testing.TB) []byte { return []byte("PROXY TCP4 203.0.113.7 nonsense\r\n") },
+			failed, []string{`"msg"="Refused connection"`, `"reason"="malformed PROXY protocol header"`}},
+		{"spoofed from an untrusted address", ProxyProtocolOptional, "127.0.0.2", func(t testing.TB) []byte { return proxyHeader(t, 1, "203.0.113.9") },
+			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`, `"remote"="127.0.0.2:`}},
+		{"spoofed v2 from an untrusted address", ProxyProtocolRequired, "127.0.0.2", func(t testing.TB) []byte { return proxyHeader(t, 2, "203.0.113.9") },
+			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`}},
+		{"untrusted without header, optional", ProxyProtocolOptional, "127.0.0.2", func(testing.TB) []byte { return nil },
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.2:`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, Config{ProxyProtocol: tt.mode, ProxyProtocolTrustedCIDRs: trusted})
+			g := NewWithT(t)
+			port := e.relay(tt.from, tt.header(t))
+			stderr, code := e.sshTo(port, []string{e.keys["alice"]})
+			g.Expect(code).To(Equal(tt.code), stderr)
+			g.Eventually(func() []string { return e.logs.with(tt.log...) }, 10*time.Second).ShouldNot(BeEmpty(),
+				"no server log line with %q", tt.log)
+		})
+	}
+}
+
+// A header's address is the one the per-source limits and penalties count:
+// every connection comes from the relay on 127.0.0.1, yet each client
+// address has its own handshake slots and its own penalty.
+func TestProxyProtocolSourceLimits(t *testing.T) {
+	e := newEnv(t, Config{
+		ProxyProtocol: ProxyProtocolRequired, ProxyProtocolTrustedCIDRs: CIDRs{netip.MustParsePrefix("127.0.0.0/8")},
+		MaxStartupsPerSource: 2,
+		PerSourcePenalties:   Penalties{AuthFail: 5 * time.Second, NoAuth: time.Second, Min: 15 * time.Second, Max: time.Minute},
+	})
+	g := NewWithT(t)
+	held := func(src string) bool {
+		_, ok := e.dialFromWith("127.0.0.1", proxyHeader(t, 2, src))
+		return ok
+	}
+	g.Expect(held("198.51.100.1")).To(BeTrue())
+	g.Expect(held("198.51.100.1")).To(BeTrue())
+	g.Expect(held("198.51.100.1")).To(BeFalse(), "a third handshake from the header's address")
+	g.Expect(held("198.51.100.2")).To(BeTrue(), "another client behind the same relay")
+	g.Expect(e.logs.with(`"reason"="too many unauthenticated connections from this source"`, `"remote"="198.51.100.1:40000"`)).NotTo(BeEmpty())
+
+	attacker := e.relay("127.0.0.1", proxyHeader(t, 1, "198.51.100.66"))
+	for i := range 3 {
+		stderr, code := e.sshTo(attacker, []string{e.keys["stranger"]})
+		g.Expect(code).To(Equal(255), "attempt %d: %s", i+1, stderr)
+	}
+	_, code := e.sshTo(attacker, []string{e.keys["alice"]})
+	g.Expect(code).To(Equal(255), "the penalised address is refused even with a registered key")
+	g.Expect(e.logs.with(`"msg"="Penalised source for failed logins"`, `"source"="198.51.100.66/32"`)).To(HaveLen(1))
+	g.Expect(e.logs.with(`"msg"="Refused key offered without proof"`)).To(BeEmpty())
+
+	user := e.relay("127.0.0.1", proxyHeader(t, 1, "198.51.100.7"))
+	stderr, code := e.sshTo(user, []string{e.keys["alice"]})
+	g.Expect(code).To(Equal(1), "another client behind the same relay: %s", stderr)
+}
+
+// dialFromWith is dialFrom sending first bytes (a PROXY header) before it
+// waits for the server's version line.
+func (e *env) dialFromWith(ip string, first []byte) (net.Conn, bool) {
+	e.t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 20 * time.Second}
+	nc, err := d.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write(first); err != nil {
+		e.t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	line := make([]byte, len(e.srv.cfg.ServerVersion)+2)
+	_, err = io.ReadFull(nc, line)
+	switch {
+	case err == nil:
+		return nc, true
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return nc, false
+	}
+	e.t.Fatalf("neither admitted nor refused: %v", err)
+	return nil, false
+}
