@@ -1,6 +1,7 @@
 package sshserver
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -227,4 +228,46 @@ func residentKiB(b *testing.B) int {
 		}
 	}
 	return 0
+}
+
+// memConn is a net.Conn that reads from a buffer, for BenchmarkReadProxyHeader.
+type memConn struct {
+	net.Conn
+	r *bytes.Reader
+}
+
+func (c memConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (memConn) RemoteAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// BenchmarkReadProxyHeader is the header's own cost on the server, without
+// the network noise of BenchmarkProxyProtocolCost: read and check the
+// header, then the client's version line through the buffered conn.
+//
+//	go test -run '^$' -bench ReadProxyHeader ./sshserver/
+func BenchmarkReadProxyHeader(b *testing.B) {
+	trusted := CIDRs{netip.MustParsePrefix("127.0.0.0/8")}
+	version := []byte("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+	for _, bc := range []struct {
+		name   string
+		header []byte
+	}{
+		{"v1", proxyHeader(b, 1, "203.0.113.7")},
+		{"v2", proxyHeader(b, 2, "203.0.113.7")},
+		{"none", nil},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			in := append(append([]byte(nil), bc.header...), version...)
+			buf := make([]byte, len(version))
+			b.ReportAllocs()
+			for b.Loop() {
+				nc, _, err := readProxyHeader(memConn{r: bytes.NewReader(in)}, ProxyProtocolOptional, trusted)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(nc, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
