@@ -91,10 +91,11 @@ func (m MaxStartups) dropProbability(n int) float64 {
 // OpenSSH's PerSourceNetBlockSize defaults to 32:128; this is 32:64.
 const ipv6SourceBits = 64
 
-// sourceOf is the source a connection counts against in MaxStartupsPerSource:
-// the client's IPv4 address, or its IPv6 /64. It is taken once, at accept,
-// from the TCP peer; a PROXY protocol header would hand it the real client's
-// address instead. An address that is not IP (a test's pipe) is one source.
+// sourceOf is the source a connection counts against in MaxStartupsPerSource
+// and PerSourcePenalties: the client's IPv4 address, or its IPv6 /64. It is
+// taken once: at accept from the TCP peer, or, with ProxyProtocol, from the
+// header's address once it is read. An address that is not IP (a test's
+// pipe) is one source.
 func sourceOf(addr net.Addr) netip.Prefix {
 	ta, ok := addr.(*net.TCPAddr)
 	if !ok {
