@@ -107,6 +107,7 @@ const (
 	errProxyHeaderMalformed = proxyHeaderError("malformed PROXY protocol header")
 	errProxyHeaderUntrusted = proxyHeaderError("PROXY protocol header from an address outside the trusted CIDRs")
 	errProxyHeaderMissing   = proxyHeaderError("no PROXY protocol header")
+	errProxyHeaderTimeout   = proxyHeaderError("no PROXY protocol header within the login grace time")
 )
 
 // readProxyHeader reads the PROXY protocol header, if any, from nc under
@@ -126,8 +127,11 @@ func readProxyHeader(nc net.Conn, mode ProxyProtocol, trusted CIDRs) (net.Conn, 
 		h = nil
 	case err != nil:
 		var ne net.Error
-		if errors.As(err, &ne) {
-			return nil, peer, err // deadline or reset: no header came
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, peer, errProxyHeaderTimeout
+		case errors.As(err, &ne):
+			return nil, peer, err // reset
 		}
 		return nil, peer, errProxyHeaderMalformed
 	}

@@ -214,3 +214,35 @@ func (e *env) dialFromWith(ip string, first []byte) (net.Conn, bool) {
 	e.t.Fatalf("neither admitted nor refused: %v", err)
 	return nil, false
 }
+
+// Relays that connect and send nothing hold only their own connections: the
+// header is read on each connection's goroutine, so a client behind a
+// working relay logs in while they wait, and the login grace time closes them.
+func TestProxyHeaderReadWithinGraceTime(t *testing.T) {
+	e := newEnv(t, Config{ProxyProtocol: ProxyProtocolRequired, ProxyProtocolTrustedCIDRs: CIDRs{netip.MustParsePrefix("127.0.0.0/8")},
+		LoginGraceTime: 3 * time.Second})
+	g := NewWithT(t)
+	var silent []net.Conn
+	for range 3 {
+		nc, err := net.Dial("tcp", e.addr)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer nc.Close()
+		silent = append(silent, nc)
+	}
+	stderr, code := e.sshTo(e.relay("127.0.0.1", proxyHeader(t, 2, "203.0.113.7")), []string{e.keys["alice"]})
+	g.Expect(code).To(Equal(1), stderr)
+	for i, nc := range silent {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		_, err := nc.Read(make([]byte, 1))
+		var ne net.Error
+		g.Expect(errors.As(err, &ne) && ne.Timeout()).To(BeTrue(), "silent connection %d is still waiting for its header: %v", i, err)
+	}
+	for i, nc := range silent {
+		nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, nc)
+		g.Expect(err).To(Or(Not(HaveOccurred()), MatchError(syscall.ECONNRESET)), "silent connection %d is closed at the grace time", i)
+	}
+	g.Eventually(func() []string {
+		return e.logs.with(`"msg"="Refused connection"`, `"reason"="no PROXY protocol header within the login grace time"`)
+	}).Should(HaveLen(3))
+}
