@@ -259,6 +259,7 @@ func (c *conn) handshake(st *authState) (*ssh.ServerConn, <-chan ssh.NewChannel,
 		}
 	}
 	if c.delay > 0 {
+		c.log.V(1).Info("Delayed handshake for earlier failed logins", "source", c.source.String(), "delay", c.delay)
 		t := time.NewTimer(c.delay)
 		select {
 		case <-t.C:

@@ -165,6 +165,9 @@ func TestPenaltiesRefuseRepeatedFailures(t *testing.T) {
 	g.Expect(code).To(Equal(255), stderr)
 	g.Expect(stderr).NotTo(ContainSubstring("Permission denied"), "closed before the handshake")
 	g.Expect(e.logs.with(`"msg"="Penalised source for failed logins"`, `"source"="127.0.0.2/32"`, `"failure"="authfail"`, `"refusedFor"="15s"`)).To(HaveLen(1))
+	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.2:`)).To(HaveLen(2), "the second and third attempts wait 0.5s and 1s")
+	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.2:`, `"delay"="1s"`)).To(HaveLen(1))
+	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.3:`)).To(BeEmpty(), "exempt")
 	g.Expect(e.logs.with(`"msg"="Refused connection"`, `"remote"="127.0.0.2:`, `"reason"="source penalised for failed logins for 15s"`)).To(HaveLen(1))
 
 	stderr, code = e.sshTo(e.port, []string{e.keys["alice"]}, "-b", "127.0.0.3")
