@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -64,7 +65,8 @@ func (c *conn) close() {
 type authState struct {
 	mu      sync.Mutex
 	offered map[string]Identity
-	refused int // keys or users refused
+	refused int        // keys or users refused
+	conn    *spokeConn // the connection the handshake ran on
 }
 
 func (st *authState) refuse(err error) (*ssh.Permissions, error) {
@@ -268,16 +270,37 @@ func (c *conn) handshake(st *authState) (*ssh.ServerConn, <-chan ssh.NewChannel,
 			return nil, nil, nil, connRefusal{errors.New("closed while delayed for failed logins")}
 		}
 	}
-	return ssh.NewServerConn(nc, c.serverConfig(st))
+	st.conn = &spokeConn{Conn: nc}
+	return ssh.NewServerConn(st.conn, c.serverConfig(st))
+}
+
+// spokeConn notes whether the client sent anything at all.
+type spokeConn struct {
+	net.Conn
+	spoke atomic.Bool
+}
+
+func (c *spokeConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.spoke.Load() {
+		c.spoke.Store(true)
+	}
+	return n, err
 }
 
 // penalise counts a connection that ended without a login against its
 // source: a failed authentication when a key or user was refused in it,
-// else a connection that never tried.
+// else one that spoke SSH but never tried. One that sent nothing is a
+// load balancer's or kube-proxy's TCP health check as often as a port scan:
+// not counted, or a node's address would soon be refused for everyone
+// behind it.
 func (c *conn) penalise(st *authState) {
 	kind, name := failedNoAuth, "noauth"
-	if st.refused > 0 {
+	switch {
+	case st.refused > 0:
 		kind, name = failedAuth, "authfail"
+	case !st.conn.spoke.Load():
+		return
 	}
 	if d := c.s.penalties.penalise(c.source, kind); d > 0 {
 		c.log.Info("Penalised source for failed logins", "source", c.source.String(), "failure", name, "refusedFor", d)

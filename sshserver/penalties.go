@@ -12,9 +12,10 @@ import (
 
 // Penalties is OpenSSH's PerSourcePenalties for sources (see sourceOf) whose
 // connections end without a login. Each such connection adds AuthFail when a
-// key or user was refused in it, NoAuth when nothing was tried (a scanner,
-// ssh-keyscan, a client that timed out). A key refused in a connection that
-// then logs in adds nothing: an agent may offer several keys first.
+// key or user was refused in it, NoAuth when it spoke SSH but tried nothing (a
+// scanner, ssh-keyscan, a client that timed out); one that sent nothing at all
+// (a TCP health check) adds nothing. A key refused in a connection that then
+// logs in adds nothing either: an agent may offer several keys first.
 //
 // Once a source's penalty reaches Min it is refused at connect for that long,
 // and each later block of the same source is twice the last, up to Max.

@@ -2,6 +2,8 @@ package sshserver
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -195,4 +197,33 @@ func TestPenaltiesSpareSeveralKeys(t *testing.T) {
 	g.Expect(e.logs.with(`"msg"="Penalised source`)).To(BeEmpty())
 	_, refused := e.srv.penalties.check(netip.MustParsePrefix("127.0.0.1/32"))
 	g.Expect(refused).To(BeZero())
+}
+
+// A connection that speaks SSH and hangs up without trying to log in (a
+// scanner, ssh-keyscan) is a noauth failure; one that sends nothing at all (a
+// TCP health check through kube-proxy, from a node's address) is not counted.
+func TestPenaltiesNoAuth(t *testing.T) {
+	e := newEnv(t, Config{PerSourcePenalties: Penalties{AuthFail: 5 * time.Second, NoAuth: 5 * time.Second, Min: 15 * time.Second, Max: time.Minute}})
+	g := NewWithT(t)
+	hangUp := func(from, send string) bool {
+		nc, ok := e.dialFrom(from)
+		if ok {
+			_, err := nc.Write([]byte(send))
+			g.Expect(err).NotTo(HaveOccurred())
+			nc.(*net.TCPConn).CloseWrite()
+			nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			io.Copy(io.Discard, nc) // until the server hangs up: it has counted this one
+		}
+		nc.Close()
+		return ok
+	}
+	for i := range 10 {
+		g.Expect(hangUp("127.0.0.2", "")).To(BeTrue(), "silent connection %d", i+1)
+	}
+	for i := range 3 {
+		g.Expect(hangUp("127.0.0.4", "SSH-2.0-scanner\r\n")).To(BeTrue(), "scanner connection %d", i+1)
+	}
+	g.Expect(hangUp("127.0.0.4", "SSH-2.0-scanner\r\n")).To(BeFalse(), "the scanner is refused")
+	g.Expect(e.logs.with(`"msg"="Penalised source for failed logins"`, `"source"="127.0.0.4/32"`, `"failure"="noauth"`)).To(HaveLen(1))
+	g.Expect(e.logs.with(`"msg"="Penalised source`, `"source"="127.0.0.2/32"`)).To(BeEmpty())
 }
