@@ -246,3 +246,66 @@ func TestProxyHeaderReadWithinGraceTime(t *testing.T) {
 		return e.logs.with(`"msg"="Refused connection"`, `"reason"="no PROXY protocol header within the login grace time"`)
 	}).Should(HaveLen(3))
 }
+
+func TestProxyProtocolConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"off by default", Config{}, ""},
+		{"optional with trusted CIDRs", Config{ProxyProtocol: ProxyProtocolOptional, ProxyProtocolTrustedCIDRs: CIDRs{netip.MustParsePrefix("10.0.0.0/8")}}, ""},
+		{"required without trusted CIDRs", Config{ProxyProtocol: ProxyProtocolRequired}, "ProxyProtocol required needs ProxyProtocolTrustedCIDRs"},
+		{"an unknown mode", Config{ProxyProtocol: "on"}, `"on" is not off, optional or required`},
+		{"penalties with min above max", Config{PerSourcePenalties: Penalties{Min: time.Hour, Max: time.Minute}}, "PerSourcePenalties"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			got, err := tt.cfg.withDefaults()
+			if tt.wantErr != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.wantErr)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got.PerSourcePenalties).To(Equal(DefaultPenalties))
+			g.Expect(got.PenaltyMaxSources).To(Equal(DefaultPenaltyMaxSources))
+		})
+	}
+}
+
+func TestParseCIDRs(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{in: "", want: ""},
+		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
+		{in: "10.1.2.3/8, 2001:db8::1/32 ,", want: "10.0.0.0/8,2001:db8::/32"},
+		{in: "192.0.2.7", want: "192.0.2.7/32"},
+		{in: "::ffff:192.0.2.7", want: "192.0.2.7/32"},
+		{in: "lb.example.com", wantErr: `"lb.example.com" is not a CIDR`},
+		{in: "10.0.0.0/33", wantErr: `"10.0.0.0/33" is not a CIDR`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			g := NewWithT(t)
+			var c CIDRs
+			err := c.UnmarshalText([]byte(tt.in))
+			if tt.wantErr != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.wantErr)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(c.String()).To(Equal(tt.want))
+		})
+	}
+	g := NewWithT(t)
+	c := CIDRs{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+	g.Expect(c.Contains(&net.TCPAddr{IP: net.ParseIP("10.9.8.7")})).To(BeTrue())
+	g.Expect(c.Contains(&net.TCPAddr{IP: net.ParseIP("::ffff:10.9.8.7")})).To(BeTrue(), "IPv4-mapped")
+	g.Expect(c.Contains(&net.TCPAddr{IP: net.ParseIP("2001:db8:5::1")})).To(BeTrue())
+	g.Expect(c.Contains(&net.TCPAddr{IP: net.ParseIP("11.0.0.1")})).To(BeFalse())
+	g.Expect(c.Contains(&net.UnixAddr{Name: "sock"})).To(BeFalse())
+}
