@@ -177,6 +177,7 @@ func TestProxyProtocolSourceLimits(t *testing.T) {
 	for i := range 3 {
 		stderr, code := e.sshTo(attacker, []string{e.keys["stranger"]})
 		g.Expect(code).To(Equal(255), "attempt %d: %s", i+1, stderr)
+		e.waitServed(g, 3) // the held handshakes above
 	}
 	_, code := e.sshTo(attacker, []string{e.keys["alice"]})
 	g.Expect(code).To(Equal(255), "the penalised address is refused even with a registered key")
