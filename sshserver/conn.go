@@ -172,7 +172,16 @@ func (c *conn) serve() {
 	defer func() { c.s.cfg.Metrics.closed(outcome) }()
 	var refusal connRefusal
 	if errors.As(err, &refusal) {
-		c.log.V(1).Info("Refused connection", "reason", err.Error())
+		outcome = outcomeLimit
+		c.s.cfg.Metrics.droppedAfterAccept(refusal.reason)
+		kv := []any{"limit", refusal.reason}
+		if h, ok := refusal.err.(proxyHeaderError); ok {
+			c.s.cfg.Metrics.proxyHeaderRefused(h)
+		}
+		if refusal.err != nil {
+			kv = append(kv, "reason", refusal.err.Error())
+		}
+		c.log.V(1).Info("Refused connection", kv...)
 		return
 	}
 	var verified string
@@ -237,8 +246,19 @@ func (c *conn) serve() {
 	sessions.Wait()
 }
 
-// connRefusal is why a connection was closed before its SSH handshake.
-type connRefusal struct{ error }
+// connRefusal is why a connection was closed before its SSH handshake: the
+// limit (a metrics label) and, for a PROXY header, what was wrong with it.
+type connRefusal struct {
+	reason dropReason
+	err    error
+}
+
+func (r connRefusal) Error() string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	return string(r.reason)
+}
 
 // handshake reads the PROXY protocol header, if configured, admits the
 // client's source, waits out its penalty delay, and runs the SSH handshake:
@@ -250,14 +270,14 @@ func (c *conn) handshake(st *authState) (*ssh.ServerConn, <-chan ssh.NewChannel,
 		var client net.Addr
 		var err error
 		if nc, client, err = readProxyHeader(c.nc, mode, c.s.cfg.ProxyProtocolTrustedCIDRs); err != nil {
-			return nil, nil, nil, connRefusal{err}
+			return nil, nil, nil, connRefusal{dropProxyHeader, err}
 		}
 		if client != peer {
 			c.remote = client.String()
 			c.log = c.s.log.WithValues("remote", c.remote, "peer", peer.String())
 		}
 		if reason := c.s.admitSource(c, sourceOf(client)); reason != "" {
-			return nil, nil, nil, connRefusal{errors.New(string(reason))}
+			return nil, nil, nil, connRefusal{reason: reason}
 		}
 	}
 	if c.delay > 0 {
@@ -267,7 +287,7 @@ func (c *conn) handshake(st *authState) (*ssh.ServerConn, <-chan ssh.NewChannel,
 		case <-t.C:
 		case <-c.ctx.Done():
 			t.Stop()
-			return nil, nil, nil, connRefusal{errors.New("closed while delayed for failed logins")}
+			return nil, nil, nil, connRefusal{reason: dropShuttingDown}
 		}
 	}
 	st.conn = &spokeConn{Conn: nc}

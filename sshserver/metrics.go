@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,8 @@ type Metrics struct {
 	gitSent        *prometheus.CounterVec // service
 	pushesTooLarge prometheus.Counter
 	refused        *prometheus.CounterVec // type
+	proxyHeaders   *prometheus.CounterVec // reason
+	penalised      *penalisedSources
 }
 
 // How a connection ended: label outcome of gitssh_ssh_connections_closed_total.
@@ -49,7 +52,8 @@ const (
 	dropMaxStartups          dropReason = "max_startups"
 	dropMaxStartupsPerSource dropReason = "max_startups_per_source"
 	dropShuttingDown         dropReason = "shutting_down"
-	dropPenalised            dropReason = "penalty" // PerSourcePenalties
+	dropPenalised            dropReason = "penalty"      // PerSourcePenalties
+	dropProxyHeader          dropReason = "proxy_header" // see gitssh_ssh_proxy_headers_refused_total
 )
 
 // Authentication results: label result of gitssh_ssh_auth_attempts_total.
@@ -147,6 +151,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gitssh_ssh_pushes_too_large_total",
 			Help: "Pushes refused because their pack was larger than the push size limit or what is left of the repository's quota.",
 		})),
+		proxyHeaders: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitssh_ssh_proxy_headers_refused_total",
+			Help: "Connections closed for their PROXY protocol header, by reason: malformed, untrusted (from outside the trusted CIDRs), missing (required) or timeout.",
+		}, []string{"reason"})),
+		penalised: register(reg, &penalisedSources{desc: prometheus.NewDesc("gitssh_ssh_penalised_sources",
+			"Sources (IPv4 addresses or IPv6 /64s) refused now for failed logins (--ssh-per-source-penalties).", nil, nil)}),
 		refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_refused_requests_total",
 			Help: "Requests of logged-in clients that gitssh refuses, by type.",
@@ -157,8 +167,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{outcomeAuthenticated, outcomeRefused, outcomeHandshakeFailed, outcomeTimeout, outcomeLimit} {
 		m.connsClosed.WithLabelValues(o)
 	}
-	for _, r := range []dropReason{dropMaxConns, dropMaxStartups, dropMaxStartupsPerSource, dropShuttingDown, dropPenalised} {
+	for _, r := range []dropReason{dropMaxConns, dropMaxStartups, dropMaxStartupsPerSource, dropShuttingDown, dropPenalised, dropProxyHeader} {
 		m.connsDropped.WithLabelValues(string(r))
+	}
+	for _, r := range proxyHeaderRefusals {
+		m.proxyHeaders.WithLabelValues(r)
 	}
 	for _, r := range []string{authAccepted, authUnknownKey, authWeakKey, authWrongUser, authRevoked, authOfferedWithoutProof} {
 		m.authAttempts.WithLabelValues("publickey", r)
@@ -218,6 +231,59 @@ func (m *Metrics) admitted() {
 		m.connsInFlight.Inc()
 		m.handshakes.Inc()
 	}
+}
+
+// droppedAfterAccept: a connection admitted at accept was closed on its
+// goroutine before its SSH handshake, by a limit that needed its PROXY
+// header or by a penalty; closed counts it as outcome limit.
+func (m *Metrics) droppedAfterAccept(r dropReason) {
+	if m != nil {
+		m.connsDropped.WithLabelValues(string(r)).Inc()
+	}
+}
+
+// Reasons a PROXY header is refused: label reason of
+// gitssh_ssh_proxy_headers_refused_total.
+var proxyHeaderRefusals = map[proxyHeaderError]string{
+	errProxyHeaderMalformed: "malformed",
+	errProxyHeaderUntrusted: "untrusted",
+	errProxyHeaderMissing:   "missing",
+	errProxyHeaderTimeout:   "timeout",
+}
+
+func (m *Metrics) proxyHeaderRefused(e proxyHeaderError) {
+	if m != nil {
+		m.proxyHeaders.WithLabelValues(proxyHeaderRefusals[e]).Inc()
+	}
+}
+
+// watchPenalties adds a server's penalty table to gitssh_ssh_penalised_sources.
+func (m *Metrics) watchPenalties(b *penaltyBox) {
+	if m != nil && b != nil {
+		m.penalised.mu.Lock()
+		m.penalised.boxes = append(m.penalised.boxes, b)
+		m.penalised.mu.Unlock()
+	}
+}
+
+// penalisedSources is a gauge read from the penalty tables at scrape time:
+// a block ends by itself, with no event to count.
+type penalisedSources struct {
+	desc  *prometheus.Desc
+	mu    sync.Mutex
+	boxes []*penaltyBox
+}
+
+func (p *penalisedSources) Describe(ch chan<- *prometheus.Desc) { ch <- p.desc }
+
+func (p *penalisedSources) Collect(ch chan<- prometheus.Metric) {
+	p.mu.Lock()
+	n := 0
+	for _, b := range p.boxes {
+		n += b.refusing()
+	}
+	p.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, float64(n))
 }
 
 func (m *Metrics) handshakeDone() {

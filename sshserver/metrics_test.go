@@ -107,6 +107,8 @@ func TestMetrics(t *testing.T) {
 	e := newEnv(t, Config{
 		MaxPushSize: 64 << 10, LoginGraceTime: 3 * time.Second,
 		MaxStartupsPerSource: 2, MaxStartups: MaxStartups{Start: 3, Rate: 100, Full: 3},
+		// The failed logins below all come from 127.0.0.1; penalties have their own tests.
+		PerSourcePenalties: Penalties{Off: true},
 	})
 	work := filepath.Join(e.dir, "work")
 	e.git(e.dir, "init", "-q", "-b", "main", work)

@@ -12,6 +12,8 @@ import (
 	. "github.com/onsi/gomega"
 )
 
+const penalisedGauge = `gitssh_ssh_penalised_sources{}`
+
 // clock is a fake time for the penalty table.
 type clock struct{ t time.Time }
 
@@ -182,7 +184,10 @@ func TestPenaltiesRefuseRepeatedFailures(t *testing.T) {
 	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.2:`)).To(HaveLen(2), "the second and third attempts wait 0.5s and 1s")
 	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.2:`, `"delay"="1s"`)).To(HaveLen(1))
 	g.Expect(e.logs.with(`"msg"="Delayed handshake for earlier failed logins"`, `"remote"="127.0.0.3:`)).To(BeEmpty(), "exempt")
-	g.Expect(e.logs.with(`"msg"="Refused connection"`, `"remote"="127.0.0.2:`, `"reason"="source penalised for failed logins for 15s"`)).To(HaveLen(1))
+	g.Expect(e.logs.with(`"msg"="Refused connection"`, `"remote"="127.0.0.2:`, `"limit"="penalty"`)).To(HaveLen(1))
+	metrics := gather(g, e.reg)
+	g.Expect(metrics).To(HaveKeyWithValue(penalisedGauge, 1.0))
+	g.Expect(metrics).To(HaveKeyWithValue(droppedBy(dropPenalised), 1.0))
 
 	stderr, code = e.sshTo(e.port, []string{e.keys["alice"]}, "-b", "127.0.0.3")
 	g.Expect(code).To(Equal(1), "exempt: %s", stderr)
@@ -209,6 +214,7 @@ func TestPenaltiesSpareSeveralKeys(t *testing.T) {
 	g.Expect(e.logs.with(`"msg"="Penalised source`)).To(BeEmpty())
 	_, refused := e.srv.penalties.check(netip.MustParsePrefix("127.0.0.1/32"))
 	g.Expect(refused).To(BeZero())
+	g.Expect(gather(g, e.reg)).To(HaveKeyWithValue(penalisedGauge, 0.0))
 }
 
 // A connection that speaks SSH and hangs up without trying to log in (a

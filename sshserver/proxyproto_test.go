@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -19,6 +20,10 @@ import (
 
 	"github.com/gitssh-dev/gitssh/internal/hostkeys"
 )
+
+func proxyHeadersRefused(reason string) string {
+	return fmt.Sprintf(`gitssh_ssh_proxy_headers_refused_total{reason=%q}`, reason)
+}
 
 // proxyHeader is what a relay sends first: a PROXY header of the given
 // version (1 or 2) for a client at src, or raw bytes.
@@ -120,25 +125,26 @@ func TestProxyProtocol(t *testing.T) {
 		header func(t testing.TB) []byte
 		code   int
 		log    []string // in the server's "Accepted login" or "Refused connection" line
+		metric string   // the reason of gitssh_ssh_proxy_headers_refused_total counted, if any
 	}{
 		{"v1", ProxyProtocolOptional, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 1, "203.0.113.7") },
-			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.7:40000"`, `"peer"="127.0.0.1:`}},
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.7:40000"`, `"peer"="127.0.0.1:`}, ""},
 		{"v2", ProxyProtocolRequired, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 2, "203.0.113.8") },
-			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.8:40000"`}},
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="203.0.113.8:40000"`}, ""},
 		{"v2 IPv6", ProxyProtocolRequired, "127.0.0.1", func(t testing.TB) []byte { return proxyHeader(t, 2, "2001:db8::8") },
-			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="[2001:db8::8]:40000"`}},
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="[2001:db8::8]:40000"`}, ""},
 		{"absent, optional", ProxyProtocolOptional, "127.0.0.1", func(testing.TB) []byte { return nil },
-			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.1:`}},
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.1:`}, ""},
 		{"absent, required", ProxyProtocolRequired, "127.0.0.1", func(testing.TB) []byte { return nil },
-			failed, []string{`"msg"="Refused connection"`, `"reason"="no PROXY protocol header"`, `"remote"="127.0.0.1:`}},
+			failed, []string{`"msg"="Refused connection"`, `"reason"="no PROXY protocol header"`, `"remote"="127.0.0.1:`}, "missing"},
 		{"malformed", ProxyProtocolOptional, "127.0.0.1", func(testing.TB) []byte { return []byte("PROXY TCP4 203.0.113.7 nonsense\r\n") },
-			failed, []string{`"msg"="Refused connection"`, `"reason"="malformed PROXY protocol header"`}},
+			failed, []string{`"msg"="Refused connection"`, `"reason"="malformed PROXY protocol header"`}, "malformed"},
 		{"spoofed from an untrusted address", ProxyProtocolOptional, "127.0.0.2", func(t testing.TB) []byte { return proxyHeader(t, 1, "203.0.113.9") },
-			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`, `"remote"="127.0.0.2:`}},
+			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`, `"remote"="127.0.0.2:`}, "untrusted"},
 		{"spoofed v2 from an untrusted address", ProxyProtocolRequired, "127.0.0.2", func(t testing.TB) []byte { return proxyHeader(t, 2, "203.0.113.9") },
-			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`}},
+			failed, []string{`"msg"="Refused connection"`, `"reason"="PROXY protocol header from an address outside the trusted CIDRs"`}, "untrusted"},
 		{"untrusted without header, optional", ProxyProtocolOptional, "127.0.0.2", func(testing.TB) []byte { return nil },
-			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.2:`}},
+			loggedIn, []string{`"msg"="Accepted login"`, `"remote"="127.0.0.2:`}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +155,20 @@ func TestProxyProtocol(t *testing.T) {
 			g.Expect(code).To(Equal(tt.code), stderr)
 			g.Eventually(func() []string { return e.logs.with(tt.log...) }, 10*time.Second).ShouldNot(BeEmpty(),
 				"no server log line with %q", tt.log)
+			g.Eventually(func(g Gomega) {
+				metrics := gather(g, e.reg)
+				for _, r := range proxyHeaderRefusals {
+					want := 0.0
+					if r == tt.metric {
+						want = 1
+					}
+					g.Expect(metrics).To(HaveKeyWithValue(proxyHeadersRefused(r), want))
+				}
+				if tt.metric != "" {
+					g.Expect(metrics).To(HaveKeyWithValue(droppedBy(dropProxyHeader), 1.0))
+					g.Expect(metrics).To(HaveKeyWithValue(closedAs(outcomeLimit), 1.0))
+				}
+			}, 10*time.Second).Should(Succeed())
 		})
 	}
 }
@@ -171,7 +191,7 @@ func TestProxyProtocolSourceLimits(t *testing.T) {
 	g.Expect(held("198.51.100.1")).To(BeTrue())
 	g.Expect(held("198.51.100.1")).To(BeFalse(), "a third handshake from the header's address")
 	g.Expect(held("198.51.100.2")).To(BeTrue(), "another client behind the same relay")
-	g.Expect(e.logs.with(`"reason"="too many unauthenticated connections from this source"`, `"remote"="198.51.100.1:40000"`)).NotTo(BeEmpty())
+	g.Expect(e.logs.with(`"limit"="max_startups_per_source"`, `"remote"="198.51.100.1:40000"`)).NotTo(BeEmpty())
 
 	attacker := e.relay("127.0.0.1", proxyHeader(t, 1, "198.51.100.66"))
 	for i := range 3 {
@@ -246,6 +266,7 @@ func TestProxyHeaderReadWithinGraceTime(t *testing.T) {
 	g.Eventually(func() []string {
 		return e.logs.with(`"msg"="Refused connection"`, `"reason"="no PROXY protocol header within the login grace time"`)
 	}).Should(HaveLen(3))
+	g.Expect(gather(g, e.reg)).To(HaveKeyWithValue(proxyHeadersRefused("timeout"), 3.0))
 }
 
 func TestProxyProtocolConfig(t *testing.T) {

@@ -71,6 +71,7 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 	if !cfg.PerSourcePenalties.Off {
 		s.penalties = newPenaltyBox(cfg.PerSourcePenalties, cfg.PenaltyExemptCIDRs, cfg.PenaltyMaxSources)
 	}
+	cfg.Metrics.watchPenalties(s.penalties)
 	return s, nil
 }
 
