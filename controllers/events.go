@@ -20,7 +20,7 @@ func recordReadyTransition(ctx context.Context, recorder events.EventRecorder, o
 		return
 	}
 	eventType := corev1.EventTypeNormal
-	if ready.Status != metav1.ConditionTrue {
+	if ready.Status != metav1.ConditionTrue || ready.Reason == gitsshv1alpha1.ReasonExpiringSoon {
 		eventType = corev1.EventTypeWarning
 	}
 	recorder.Eventf(obj, nil, eventType, ready.Reason, action, "%s", ready.Message)
@@ -32,8 +32,7 @@ func recordReadyTransition(ctx context.Context, recorder events.EventRecorder, o
 // only what changes for pushers is.
 func recordQuotaTransition(ctx context.Context, recorder events.EventRecorder, project *gitsshv1alpha1.GitProject, previous *metav1.Condition) {
 	current := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
-	wasOver := previous != nil && previous.Status == metav1.ConditionFalse
-	isOver := current != nil && current.Status == metav1.ConditionFalse
+	wasOver, isOver := hadStatus(previous, current, metav1.ConditionFalse)
 	switch {
 	case isOver && !wasOver:
 		recorder.Eventf(project, nil, corev1.EventTypeWarning, current.Reason, "Measure", "%s", current.Message)
@@ -47,6 +46,28 @@ func recordQuotaTransition(ctx context.Context, recorder events.EventRecorder, p
 		return
 	}
 	log.FromContext(ctx).Info("Updated quota status", "overQuota", isOver, "repository", project.Status.Repository)
+}
+
+// recordStaleTransition emits a Warning when a key turns stale, and a Normal event when a
+// stale key logs in again. A key that was never stale is no event.
+func recordStaleTransition(ctx context.Context, recorder events.EventRecorder, key *gitsshv1alpha1.SSHPublicKey, previous *metav1.Condition) {
+	current := meta.FindStatusCondition(key.Status.Conditions, gitsshv1alpha1.ConditionStale)
+	wasStale, isStale := hadStatus(previous, current, metav1.ConditionTrue)
+	switch {
+	case isStale && !wasStale:
+		recorder.Eventf(key, nil, corev1.EventTypeWarning, current.Reason, "Register", "%s", current.Message)
+	case wasStale && current != nil && !isStale:
+		recorder.Eventf(key, nil, corev1.EventTypeNormal, current.Reason, "Register", "%s", current.Message)
+	default:
+		return
+	}
+	log.FromContext(ctx).Info("Updated stale status", "stale", isStale)
+}
+
+// hadStatus says whether the previous and the current condition (either may be missing)
+// had the status.
+func hadStatus(previous, current *metav1.Condition, status metav1.ConditionStatus) (before, now bool) {
+	return previous != nil && previous.Status == status, current != nil && current.Status == status
 }
 
 func falseCondition(reason, message string) metav1.Condition {

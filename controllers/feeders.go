@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
@@ -28,6 +29,9 @@ import (
 type SSHPublicKeyFeeder struct {
 	Client     client.Client
 	Authorizer *authorizer.Authorizer
+	// MaxKeyLifetime ends every key that long after its creation at the latest; 0: no
+	// maximum. The authorizer checks the instant at each login.
+	MaxKeyLifetime time.Duration
 }
 
 // SetupWithManager registers the feeder with mgr.
@@ -76,10 +80,13 @@ func (f *SSHPublicKeyFeeder) feed(key *gitsshv1alpha1.SSHPublicKey) {
 		f.Authorizer.RemoveKey(ref)
 		return
 	}
+	expires, _ := keyExpiry(key, f.MaxKeyLifetime)
 	f.Authorizer.SetKey(ref, authorizer.Key{
 		Fingerprint: parsed.Fingerprint,
 		User:        key.Spec.User,
+		Deploy:      deployBinding(key),
 		Created:     key.CreationTimestamp.Time,
+		Expires:     expires,
 	})
 }
 

@@ -6,10 +6,12 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/authorizer"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
@@ -67,4 +69,57 @@ func keyBits(key ssh.PublicKey) int32 {
 		return 256
 	}
 	return 0
+}
+
+// keyExpiry is when the key stops logging in: spec.expirationTime, or its creation plus
+// maxLifetime when that is earlier (maxLifetime 0: no maximum). capped says the maximum
+// decided. Zero: never.
+func keyExpiry(key *gitsshv1alpha1.SSHPublicKey, maxLifetime time.Duration) (expires time.Time, capped bool) {
+	if key.Spec.ExpirationTime != nil {
+		expires = key.Spec.ExpirationTime.Time
+	}
+	if maxLifetime > 0 {
+		if limit := key.CreationTimestamp.Add(maxLifetime); expires.IsZero() || limit.Before(expires) {
+			return limit, true
+		}
+	}
+	return expires, false
+}
+
+// deployBinding is the project a deploy key reaches, or nil for a user's key.
+func deployBinding(key *gitsshv1alpha1.SSHPublicKey) *authorizer.Deploy {
+	owner, name, ok := strings.Cut(key.Spec.Project, "/")
+	if !ok {
+		return nil
+	}
+	access := authorizer.AccessRead
+	if key.Spec.Access == gitsshv1alpha1.DeployAccessWrite {
+		access = authorizer.AccessWrite
+	}
+	return &authorizer.Deploy{Owner: owner, Name: name, Access: access}
+}
+
+// holder names what a key logs in as, for messages: `user "alice"` or
+// `deploy key for "acme/api" (Read)`.
+func holder(key *gitsshv1alpha1.SSHPublicKey) string {
+	if key.Spec.Project != "" {
+		access := key.Spec.Access
+		if access == "" {
+			access = gitsshv1alpha1.DeployAccessRead
+		}
+		return fmt.Sprintf("deploy key for %q (%s)", key.Spec.Project, access)
+	}
+	return fmt.Sprintf("user %q", key.Spec.User)
+}
+
+// days writes a duration of whole days as "7 days", anything else as Go does ("36h0m0s").
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > 0 && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
 }

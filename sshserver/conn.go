@@ -6,12 +6,15 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/gitssh-dev/gitssh/internal/authorizer"
 )
 
 // Permissions extensions carrying the verified identity.
@@ -20,6 +23,9 @@ const (
 	extKeyNamespace = "gitssh-key-namespace"
 	extKeyName      = "gitssh-key-name"
 	extFingerprint  = "gitssh-fingerprint"
+	// A deploy key's project, OWNER/NAME, and access ("read" or "write").
+	extDeployProject = "gitssh-deploy-project"
+	extDeployAccess  = "gitssh-deploy-access"
 )
 
 // conn is one client connection, from accept to close.
@@ -110,12 +116,16 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 			if !ok {
 				return st.refuse(errKeyRevoked)
 			}
-			return &ssh.Permissions{Extensions: map[string]string{
+			ext := map[string]string{
 				extUser:         id.User,
 				extKeyNamespace: id.Key.Namespace,
 				extKeyName:      id.Key.Name,
 				extFingerprint:  id.Fingerprint,
-			}}, nil
+			}
+			if d := id.Deploy; d != nil {
+				ext[extDeployProject], ext[extDeployAccess] = d.Owner+"/"+d.Name, d.Access.String()
+			}
+			return &ssh.Permissions{Extensions: ext}, nil
 		},
 		AuthLogCallback: func(_ ssh.ConnMetadata, method string, err error) {
 			c.s.cfg.Metrics.authAttempt(method, err)
@@ -154,6 +164,12 @@ func identityFrom(p *ssh.Permissions) Identity {
 	e := p.Extensions
 	id := Identity{User: e[extUser], Fingerprint: e[extFingerprint]}
 	id.Key.Namespace, id.Key.Name = e[extKeyNamespace], e[extKeyName]
+	if owner, name, ok := strings.Cut(e[extDeployProject], "/"); ok {
+		id.Deploy = &authorizer.Deploy{Owner: owner, Name: name, Access: authorizer.AccessRead}
+		if e[extDeployAccess] == authorizer.AccessWrite.String() {
+			id.Deploy.Access = authorizer.AccessWrite
+		}
+	}
 	return id
 }
 
@@ -194,7 +210,7 @@ func (c *conn) serve() {
 			st.refused++
 			c.s.rec.KeyRefused(id)
 			c.s.cfg.Metrics.offeredWithoutProof()
-			c.log.Info("Refused key offered without proof", "user", id.User, "key", id.Key.String(), "fingerprint", fp)
+			c.log.Info("Refused key offered without proof", "user", id.String(), "key", id.Key.String(), "fingerprint", fp)
 		}
 	}
 	if err != nil {
@@ -203,7 +219,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	c.log = c.log.WithValues("user", c.id.User, "key", c.id.Key.String(), "fingerprint", c.id.Fingerprint)
+	c.log = c.log.WithValues("user", c.id.String(), "key", c.id.Key.String(), "fingerprint", c.id.Fingerprint)
 	c.s.rec.LoginSucceeded(c.id)
 	c.log.V(1).Info("Accepted login", "clientVersion", string(sc.ClientVersion()))
 	defer func() { c.log.Info("Closed connection", "duration", time.Since(start)) }()

@@ -11,10 +11,11 @@ type (
 // Authorizer is what the server asks on every login and command.
 // *authorizer.Authorizer satisfies it.
 type Authorizer interface {
-	// UserForKey returns who a key fingerprint (ssh.FingerprintSHA256) logs in as.
+	// UserForKey returns who a key fingerprint (ssh.FingerprintSHA256) logs in
+	// as now: a user, or a deploy key bound to one project.
 	UserForKey(fingerprint string) (Identity, bool)
-	// Authorize returns the repository user may access, if any.
-	Authorize(user, owner, project string, access authorizer.Access) (Repository, bool)
+	// Authorize returns the repository the identity may access, if any.
+	Authorize(id Identity, owner, project string, access authorizer.Access) (Repository, bool)
 	// ProjectOwner reports whether OWNER/PROJECT exists at all. Only the
 	// metrics tell "not found" from "denied"; a client is never told.
 	ProjectOwner(owner, project string) (authorizer.ObjectRef, bool)

@@ -106,7 +106,7 @@ func (c *conn) shell(ch ssh.Channel, pty bool) {
 		eol = "\r\n" // the client's terminal is in raw mode
 	}
 	c.s.cfg.Metrics.requestRefused(requestShell)
-	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.%s", c.id.User, eol)
+	fmt.Fprintf(ch.Stderr(), "Hi %s! You've successfully authenticated, but gitssh does not provide shell access.%s", c.id, eol)
 	c.log.Info("Refused shell")
 	exit(ch, exitShell)
 }
@@ -146,7 +146,7 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		access = authorizer.AccessWrite
 	}
 	log := c.log.WithValues("command", cmd.Service, "repository", cmd.Owner+"/"+cmd.Project)
-	repo, ok := c.s.auth.Authorize(c.id.User, cmd.Owner, cmd.Project, access)
+	repo, ok := c.s.auth.Authorize(c.id, cmd.Owner, cmd.Project, access)
 	if ok && !isDir(repo.Path) {
 		log.Error(nil, "Found no repository directory for an authorized project", "path", repo.Path)
 		ok = false

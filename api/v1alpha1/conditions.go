@@ -26,19 +26,40 @@ const ConditionReady = "Ready"
 // fetched.
 const ConditionWithinQuota = "WithinQuota"
 
+// ConditionStale is on an SSHPublicKey when the server runs with --stale-key-after: True
+// (reason ReasonUnused) when the key has not logged in for that long, or never since it
+// was created. A stale key still logs in; the condition shows keys nobody uses, to delete.
+const ConditionStale = "Stale"
+
 // Reasons of the Ready condition of an SSHPublicKey.
 const (
 	// ReasonKeyRegistered: the key parsed, is strong enough and is the only object holding
 	// it; it can log in.
 	ReasonKeyRegistered = "KeyRegistered"
+	// ReasonExpiringSoon: the key logs in (Ready is True) but reaches its expiration time
+	// within the server's --key-expiry-warning; a Warning event says so once.
+	ReasonExpiringSoon = "ExpiringSoon"
+	// ReasonExpired: the key's expiration time (spec.expirationTime, or the server's
+	// --max-key-lifetime) has passed; it no longer logs in.
+	ReasonExpired = "Expired"
 	// ReasonInvalidKey: spec.publicKey could not be parsed as an OpenSSH public key; the
 	// message carries the parse error.
 	ReasonInvalidKey = "InvalidKey"
 	// ReasonWeakKey: the key's algorithm or size is refused (DSA, RSA under 2048 bits).
 	ReasonWeakKey = "WeakKey"
 	// ReasonDuplicateKey: an older SSHPublicKey holds the same key; the message names it.
-	// One key never logs in as two users.
+	// One key never logs in as two users, or as a user and a deploy key. Also the reason
+	// when the older object has expired and this one has no expiration time of its own: an
+	// expired key comes back only with a new expiry.
 	ReasonDuplicateKey = "DuplicateKey"
+)
+
+// Reasons of the Stale condition of an SSHPublicKey.
+const (
+	// ReasonUnused: the key has not logged in for longer than --stale-key-after.
+	ReasonUnused = "Unused"
+	// ReasonRecentlyUsed: the key logged in, or was created, within --stale-key-after.
+	ReasonRecentlyUsed = "RecentlyUsed"
 )
 
 // Reasons of the Ready condition of a GitProject.

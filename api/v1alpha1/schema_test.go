@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -83,7 +84,16 @@ func TestSSHPublicKeyRejections(t *testing.T) {
 		mutate  func(*v1alpha1.SSHPublicKeySpec)
 		message string
 	}{
-		{"empty user", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "" }, "user must be lower-case letters"},
+		{"neither user nor project", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "" }, "set exactly one of user (a person's key, e.g. user: alice) and project"},
+		{"both user and project", func(s *v1alpha1.SSHPublicKeySpec) { s.Project = "acme/api" }, "set exactly one of user"},
+		{"access on a user's key", func(s *v1alpha1.SSHPublicKeySpec) { s.Access = v1alpha1.DeployAccessWrite }, "access is for deploy keys: set project too"},
+		{"unknown access", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project, s.Access = "", "acme/api", "Admin" }, `spec.access: Unsupported value: "Admin"`},
+		{"project without owner", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "api" }, "project must be OWNER/PROJECT"},
+		{"project with .git", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "acme/api.git" }, "project must be OWNER/PROJECT"},
+		{"project with an owner ending in .git", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "acme.git/api" }, "project must be OWNER/PROJECT"},
+		{"project with dot-dot", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "acme/a..b" }, "project must be OWNER/PROJECT"},
+		{"project with three parts", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "acme/api/x" }, "project must be OWNER/PROJECT"},
+		{"project as a URL", func(s *v1alpha1.SSHPublicKeySpec) { s.User, s.Project = "", "ssh://git@host/acme/api" }, "project must be OWNER/PROJECT"},
 		{"upper-case user", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "Alice" }, "user must be lower-case letters"},
 		{"user ending in a dash", func(s *v1alpha1.SSHPublicKeySpec) { s.User = "alice-" }, "user must be lower-case letters"},
 		{"user too long", func(s *v1alpha1.SSHPublicKeySpec) { s.User = strings.Repeat("a", 64) }, "spec.user: Too long"},
@@ -110,6 +120,16 @@ func TestSSHPublicKeyRejections(t *testing.T) {
 		})
 	}
 
+	t.Run("a deploy key is accepted", func(t *testing.T) {
+		for _, access := range []v1alpha1.DeployAccess{"", v1alpha1.DeployAccessRead, v1alpha1.DeployAccessWrite} {
+			key := &v1alpha1.SSHPublicKey{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: "deploy-", Namespace: ns},
+				Spec:       v1alpha1.SSHPublicKeySpec{Project: "acme/api.v2", Access: access, PublicKey: validKey},
+			}
+			NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
+		}
+	})
+
 	t.Run("the same spec without the mutation is accepted", func(t *testing.T) {
 		key := &v1alpha1.SSHPublicKey{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "key-", Namespace: ns},
@@ -117,6 +137,38 @@ func TestSSHPublicKeyRejections(t *testing.T) {
 		}
 		NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
 	})
+}
+
+// An expiration time can be moved, earlier or later, but not removed: removing it would let
+// an expired key log in again without any expiry.
+func TestSSHPublicKeyExpirationTimeCannotBeRemoved(t *testing.T) {
+	ctx := context.Background()
+	g := NewWithT(t)
+	key := &v1alpha1.SSHPublicKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "expiring", Namespace: env.Namespace(t)},
+		Spec: v1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: validKey,
+			ExpirationTime: &metav1.Time{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}},
+	}
+	g.Expect(env.Client.Create(ctx, key)).To(Succeed())
+
+	removed := key.DeepCopy()
+	removed.Spec.ExpirationTime = nil
+	err := env.Client.Update(ctx, removed)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("expirationTime cannot be removed once set: set a later one, or register a new key"))
+
+	moved := key.DeepCopy()
+	moved.Spec.ExpirationTime = &metav1.Time{Time: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g.Expect(env.Client.Update(ctx, moved)).To(Succeed())
+
+	// A key without one may get one.
+	plain := &v1alpha1.SSHPublicKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: key.Namespace},
+		Spec:       v1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: validKey},
+	}
+	g.Expect(env.Client.Create(ctx, plain)).To(Succeed())
+	plain.Spec.ExpirationTime = moved.Spec.ExpirationTime
+	g.Expect(env.Client.Update(ctx, plain)).To(Succeed())
 }
 
 func TestGitProjectRejections(t *testing.T) {
@@ -215,12 +267,13 @@ func TestKubectlGetColumns(t *testing.T) {
 		header   []string
 		row      []string
 	}{
-		{"sshkey", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
-		{"sshkeys", []string{"NAME", "USER", "FINGERPRINT", "READY", "LAST USED", "AGE"}, []string{"alice-laptop", "alice"}},
+		{"sshkey", []string{"NAME", "USER", "PROJECT", "READY", "EXPIRES", "LAST USED", "STALE", "AGE"}, []string{"alice-laptop", "alice"}},
+		{"sshkeys", []string{"NAME", "USER", "PROJECT", "READY", "EXPIRES", "LAST USED", "STALE", "AGE"}, []string{"alice-laptop", "alice"}},
+		{"sshkeys -o wide", []string{"NAME", "USER", "PROJECT", "ACCESS", "FINGERPRINT", "READY", "REASON", "EXPIRES", "LAST USED", "STALE", "AGE"}, []string{"alice-laptop", "alice"}},
 		{"gitproj", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "SIZE", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
 		{"gitprojects", []string{"NAME", "OWNER", "PROJECT", "VISIBILITY", "READY", "SIZE", "URL", "AGE"}, []string{"acme-api", "acme", "api", "Private"}},
 	} {
-		out, err := env.Kubectl(ctx, "get", tc.resource, "-n", ns)
+		out, err := env.Kubectl(ctx, append([]string{"get", "-n", ns}, strings.Fields(tc.resource)...)...)
 		g.Expect(err).NotTo(HaveOccurred(), out)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		g.Expect(lines).To(HaveLen(2), out)

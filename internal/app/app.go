@@ -63,6 +63,16 @@ type Options struct {
 	// their granularity. Default 1 minute.
 	UsageFlushInterval time.Duration
 
+	// MaxKeyLifetime ends every SSHPublicKey that long after its creation at the latest,
+	// whatever its spec.expirationTime; 0: no maximum.
+	MaxKeyLifetime time.Duration
+	// KeyExpiryWarning is how long before its expiration time a key turns ExpiringSoon,
+	// with a Warning event. 0: 7 days; negative: no warning.
+	KeyExpiryWarning time.Duration
+	// StaleKeyAfter is how long a key may go without a login before its Stale condition
+	// turns True; 0: no Stale condition.
+	StaleKeyAfter time.Duration
+
 	// RepoRoot holds the bare repositories, <RepoRoot>/<owner>/<project>.git.
 	RepoRoot string
 	// HostKeySecret names the Secret with the SSH host keys, generated once when missing.
@@ -176,13 +186,14 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return err
 	}
-	keyFeeder := &controllers.SSHPublicKeyFeeder{Client: mgr.GetClient(), Authorizer: authz}
+	keyFeeder := &controllers.SSHPublicKeyFeeder{Client: mgr.GetClient(), Authorizer: authz, MaxKeyLifetime: opts.MaxKeyLifetime}
 	projectFeeder := &controllers.GitProjectFeeder{Client: mgr.GetClient(), Authorizer: authz, Store: store}
 	for name, setup := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
 		"sshpublickey-feeder": keyFeeder,
 		"gitproject-feeder":   projectFeeder,
 		"sshpublickey": &controllers.SSHPublicKeyReconciler{
 			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("gitssh"),
+			MaxKeyLifetime: opts.MaxKeyLifetime, ExpiryWarning: opts.KeyExpiryWarning, StaleAfter: opts.StaleKeyAfter,
 		},
 		"gitproject": &controllers.GitProjectReconciler{
 			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("gitssh"), Store: store,

@@ -3,6 +3,7 @@ package app
 import (
 	"flag"
 
+	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
@@ -24,6 +25,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElection, "leader-elect", true, "Elect one replica to write status and provision repositories; every replica serves SSH either way.")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "gitssh-leader", "The name of the leader election Lease.")
 
+	fs.DurationVar(&o.MaxKeyLifetime, "max-key-lifetime", 0, "The longest an SSHPublicKey logs in, from its creation, whatever its spec.expirationTime, e.g. 2160h for 90 days; checked at every login. 0: no maximum.")
+	fs.DurationVar(&o.KeyExpiryWarning, "key-expiry-warning", controllers.DefaultKeyExpiryWarning, "How long before its expiration time a key's Ready reason turns ExpiringSoon, with a Warning event. Negative: no warning.")
+	fs.DurationVar(&o.StaleKeyAfter, "stale-key-after", 0, "How long a key may go without a login before its Stale condition turns True, with a Warning event, e.g. 2160h for 90 days. 0: no Stale condition.")
 	fs.DurationVar(&o.UsageFlushInterval, "usage-flush-interval", usage.DefaultFlushInterval, "How often, at most, one key's or project's last-used times are written to its status; also their granularity.")
 
 	fs.DurationVar(&o.SSH.LoginGraceTime, "ssh-login-grace-time", sshserver.DefaultLoginGraceTime, "Time a client has to authenticate.")

@@ -171,13 +171,22 @@ func TestProjectConflict(t *testing.T) {
 }
 
 func eventReasons(g Gomega, ns, name string) []string {
-	var list corev1.EventList // events.k8s.io events are readable as core/v1 events
-	g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
 	var reasons []string
-	for _, e := range list.Items {
-		if e.InvolvedObject.Name == name {
-			reasons = append(reasons, e.Reason)
-		}
+	for _, e := range eventsAbout(g, ns, name) {
+		reasons = append(reasons, e.Reason)
 	}
 	return reasons
+}
+
+// eventsAbout returns the events about the object named name.
+func eventsAbout(g Gomega, ns, name string) []corev1.Event {
+	var list corev1.EventList // events.k8s.io events are readable as core/v1 events
+	g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+	var about []corev1.Event
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name {
+			about = append(about, e)
+		}
+	}
+	return about
 }

@@ -20,21 +20,42 @@ type ObjectRef struct {
 // String returns "namespace/name".
 func (r ObjectRef) String() string { return r.Namespace + "/" + r.Name }
 
-// Key is one registered public key.
+// Key is one registered public key: a user's, or a deploy key bound to one project.
 type Key struct {
 	// Fingerprint as returned by ssh.FingerprintSHA256 ("SHA256:...").
 	Fingerprint string
-	// User the key logs in as.
+	// User the key logs in as; empty for a deploy key.
 	User string
+	// Deploy binds a deploy key to its project; nil for a user's key.
+	Deploy *Deploy
 	// Created orders claims on the same fingerprint: the oldest wins.
 	Created time.Time
+	// Expires is the instant from which the key no longer logs in; zero: never.
+	Expires time.Time
 }
 
-// Identity is who a verified key belongs to.
+// Deploy is the one project a deploy key reaches, and what it may do there.
+type Deploy struct {
+	Owner, Name string
+	Access      Access
+}
+
+// Identity is who a verified key belongs to: a user, or a deploy binding.
 type Identity struct {
-	User        string
+	// User is empty for a deploy key.
+	User string
+	// Deploy is set for a deploy key only.
+	Deploy      *Deploy
 	Key         ObjectRef
 	Fingerprint string
+}
+
+// String names the identity for people: the user name, or "deploy key for OWNER/NAME".
+func (id Identity) String() string {
+	if id.Deploy != nil {
+		return "deploy key for " + id.Deploy.Owner + "/" + id.Deploy.Name
+	}
+	return id.User
 }
 
 // Visibility says who may read a project besides its owner and members.
@@ -127,6 +148,10 @@ type projectName struct{ owner, name string }
 // usable; call New. All methods are safe for concurrent use: lookups take a
 // read lock and are O(1), writers take the write lock.
 type Authorizer struct {
+	// Now is the clock expiry is checked against; time.Now when nil. Set it
+	// before the Authorizer is used.
+	Now func() time.Time
+
 	mu sync.RWMutex
 
 	keys map[ObjectRef]Key
@@ -151,12 +176,14 @@ func New() *Authorizer {
 // olderFirst orders claimants: the oldest Created first, ties broken by the
 // object's "namespace/name" so every replica picks the same winner.
 func olderFirst(created func(ObjectRef) time.Time) func(a, b ObjectRef) int {
-	return func(a, b ObjectRef) int {
-		if c := created(a).Compare(created(b)); c != 0 {
-			return c
-		}
-		return strings.Compare(a.String(), b.String())
+	return func(a, b ObjectRef) int { return compareAge(created(a), a, created(b), b) }
+}
+
+func compareAge(ta time.Time, a ObjectRef, tb time.Time, b ObjectRef) int {
+	if c := ta.Compare(tb); c != 0 {
+		return c
 	}
+	return strings.Compare(a.String(), b.String())
 }
 
 // SetKey adds or replaces the key of the object ref. A changed fingerprint
@@ -193,26 +220,71 @@ func (a *Authorizer) removeKeyLocked(ref ObjectRef) {
 	a.claims[old.Fingerprint] = c
 }
 
-// KeyOwner returns the object whose claim on the fingerprint wins.
+// KeyOwner returns the object whose claim on the fingerprint logs in now.
 func (a *Authorizer) KeyOwner(fingerprint string) (ObjectRef, bool) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	c := a.claims[fingerprint]
-	if len(c) == 0 {
-		return ObjectRef{}, false
-	}
-	return c[0], true
+	return a.keyWinnerLocked(fingerprint)
 }
 
-// UserForKey returns the identity a fingerprint logs in as.
+// UserForKey returns the identity a fingerprint logs in as now. Expiry is checked
+// here, on every lookup, so a key stops logging in at its instant without
+// waiting for a controller.
 func (a *Authorizer) UserForKey(fingerprint string) (Identity, bool) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	c := a.claims[fingerprint]
-	if len(c) == 0 {
+	ref, ok := a.keyWinnerLocked(fingerprint)
+	if !ok {
 		return Identity{}, false
 	}
-	return Identity{User: a.keys[c[0]].User, Key: c[0], Fingerprint: fingerprint}, true
+	k := a.keys[ref]
+	return Identity{User: k.User, Deploy: k.Deploy, Key: ref, Fingerprint: fingerprint}, true
+}
+
+func (a *Authorizer) keyWinnerLocked(fingerprint string) (ObjectRef, bool) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	return pickClaim(a.claims[fingerprint], func(r ObjectRef) time.Time { return a.keys[r].Expires }, now())
+}
+
+// Claim is one object's claim on a key, as the claim rule sees it.
+type Claim struct {
+	Ref     ObjectRef
+	Created time.Time
+	// Expires is zero for a key that never expires.
+	Expires time.Time
+}
+
+// ClaimWinner applies the rule UserForKey applies to the claims on one key at
+// the instant now, for callers that hold the claims themselves (the controller
+// writing each object's status). ok is false when no claim logs in.
+func ClaimWinner(claims []Claim, now time.Time) (winner Claim, ok bool) {
+	sorted := slices.Clone(claims)
+	slices.SortFunc(sorted, func(x, y Claim) int { return compareAge(x.Created, x.Ref, y.Created, y.Ref) })
+	return pickClaim(sorted, func(c Claim) time.Time { return c.Expires }, now)
+}
+
+// pickClaim is the claim rule. Claims come oldest first and the oldest one that
+// has not expired wins, so one key never logs in as two identities. But once a
+// claim has expired, a younger one wins only with an expiry of its own: an
+// expired key cannot come back, under a new object, without a new (later)
+// expiry (the rule GitLab added after users re-registered expired keys).
+func pickClaim[T any](oldestFirst []T, expires func(T) time.Time, now time.Time) (T, bool) {
+	sawExpired := false
+	for _, c := range oldestFirst {
+		exp := expires(c)
+		switch {
+		case !exp.IsZero() && !now.Before(exp):
+			sawExpired = true
+		case sawExpired && exp.IsZero():
+		default:
+			return c, true
+		}
+	}
+	var none T
+	return none, false
 }
 
 // SetProject adds or replaces the project of the object ref. A changed
@@ -278,8 +350,10 @@ func (a *Authorizer) ProjectOwner(owner, name string) (ObjectRef, bool) {
 	return c[0], true
 }
 
-// Authorize reports whether user may have access to the project OWNER/NAME,
-// and if so which repository to work on. The rules:
+// Authorize reports whether the identity may have access to the project
+// OWNER/NAME, and if so which repository to work on. The rules:
+//   - a deploy key reaches its own project only, with its own access, and
+//     nothing else (not even Public projects);
 //   - a user named like the owner is Admin;
 //   - members get their role (Write implies Read, Admin implies Write);
 //   - Public projects are readable by every authenticated user (any non-empty
@@ -287,8 +361,12 @@ func (a *Authorizer) ProjectOwner(owner, name string) (ObjectRef, bool) {
 //   - anything else, including an unknown project, is refused.
 //
 // Names are compared case-sensitively: "Acme/API" and "acme/api" are two projects.
-func (a *Authorizer) Authorize(user, owner, name string, access Access) (Repository, bool) {
-	if user == "" {
+func (a *Authorizer) Authorize(id Identity, owner, name string, access Access) (Repository, bool) {
+	if d := id.Deploy; d != nil {
+		if d.Owner != owner || d.Name != name || access > d.Access {
+			return Repository{}, false
+		}
+	} else if id.User == "" {
 		return Repository{}, false
 	}
 	a.mu.RLock()
@@ -298,12 +376,14 @@ func (a *Authorizer) Authorize(user, owner, name string, access Access) (Reposit
 		return Repository{}, false
 	}
 	p := a.projects[c[0]]
-	role := p.Members[user]
-	if user == p.Owner {
-		role = RoleAdmin
-	}
-	if !role.allows(access) && !(p.Visibility == Public && access == AccessRead) {
-		return Repository{}, false
+	if id.Deploy == nil {
+		role := p.Members[id.User]
+		if id.User == p.Owner {
+			role = RoleAdmin
+		}
+		if !role.allows(access) && !(p.Visibility == Public && access == AccessRead) {
+			return Repository{}, false
+		}
 	}
 	return Repository{Path: p.RepositoryPath, Project: c[0], Owner: p.Owner, Name: p.Name, Quota: p.Quota}, true
 }

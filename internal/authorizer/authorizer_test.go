@@ -17,6 +17,12 @@ var (
 
 func ref(name string) ObjectRef { return ObjectRef{Namespace: "default", Name: name} }
 
+func user(name string) Identity { return Identity{User: name} }
+
+func deployKey(owner, name string, access Access) Identity {
+	return Identity{Deploy: &Deploy{Owner: owner, Name: name, Access: access}}
+}
+
 func TestObjectRefString(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(ObjectRef{Namespace: "ns", Name: "n"}.String()).To(Equal("ns/n"))
@@ -102,7 +108,7 @@ func TestProjectOwner(t *testing.T) {
 	owner, ok := a.ProjectOwner("acme", "api")
 	g.Expect(ok).To(BeTrue())
 	g.Expect(owner).To(Equal(ref("old")))
-	repo, ok := a.Authorize("acme", "acme", "api", AccessWrite)
+	repo, ok := a.Authorize(user("acme"), "acme", "api", AccessWrite)
 	g.Expect(ok).To(BeTrue())
 	g.Expect(repo).To(Equal(Repository{Path: "/old", Project: ref("old"), Owner: "acme", Name: "api", Quota: 1 << 30}))
 
@@ -113,7 +119,7 @@ func TestProjectOwner(t *testing.T) {
 	owner, ok = a.ProjectOwner("acme", "api")
 	g.Expect(ok).To(BeTrue())
 	g.Expect(owner).To(Equal(ref("new")), "the next claimant takes over")
-	repo, _ = a.Authorize("acme", "acme", "api", AccessRead)
+	repo, _ = a.Authorize(user("acme"), "acme", "api", AccessRead)
 	g.Expect(repo.Path).To(Equal("/new"))
 
 	a.SetProject(ref("new"), Project{Owner: "acme", Name: "web", RepositoryPath: "/web", Created: t1})
@@ -134,32 +140,44 @@ func TestAuthorize(t *testing.T) {
 	a.SetProject(ref("public"), Project{Owner: "acme", Name: "public", Visibility: Public, RepositoryPath: "/r/acme/public.git",
 		Members: map[string]Role{"writer": RoleWrite}})
 	tests := []struct {
-		user, owner, name string
-		access            Access
-		want              bool
+		id          Identity
+		owner, name string
+		access      Access
+		want        bool
 	}{
-		{"acme", "acme", "private", AccessRead, true},
-		{"acme", "acme", "private", AccessWrite, true},
-		{"reader", "acme", "private", AccessRead, true},
-		{"reader", "acme", "private", AccessWrite, false},
-		{"writer", "acme", "private", AccessRead, true},
-		{"writer", "acme", "private", AccessWrite, true},
-		{"admin", "acme", "private", AccessWrite, true},
-		{"nobody", "acme", "private", AccessRead, false},
-		{"stranger", "acme", "private", AccessRead, false},
-		{"Acme", "acme", "private", AccessRead, false},
-		{"acme", "acme", "Private", AccessRead, false},
-		{"stranger", "acme", "public", AccessRead, true},
-		{"stranger", "acme", "public", AccessWrite, false},
-		{"writer", "acme", "public", AccessWrite, true},
-		{"", "acme", "public", AccessRead, false},
-		{"acme", "acme", "missing", AccessRead, false},
-		{"acme", "acme", "private", Access(0), false},
+		{user("acme"), "acme", "private", AccessRead, true},
+		{user("acme"), "acme", "private", AccessWrite, true},
+		{user("reader"), "acme", "private", AccessRead, true},
+		{user("reader"), "acme", "private", AccessWrite, false},
+		{user("writer"), "acme", "private", AccessRead, true},
+		{user("writer"), "acme", "private", AccessWrite, true},
+		{user("admin"), "acme", "private", AccessWrite, true},
+		{user("nobody"), "acme", "private", AccessRead, false},
+		{user("stranger"), "acme", "private", AccessRead, false},
+		{user("Acme"), "acme", "private", AccessRead, false},
+		{user("acme"), "acme", "Private", AccessRead, false},
+		{user("stranger"), "acme", "public", AccessRead, true},
+		{user("stranger"), "acme", "public", AccessWrite, false},
+		{user("writer"), "acme", "public", AccessWrite, true},
+		{user(""), "acme", "public", AccessRead, false},
+		{user("acme"), "acme", "missing", AccessRead, false},
+		{user("acme"), "acme", "private", Access(0), false},
+		// A deploy key reaches its own project with its own access, and nothing else.
+		{deployKey("acme", "private", AccessRead), "acme", "private", AccessRead, true},
+		{deployKey("acme", "private", AccessRead), "acme", "private", AccessWrite, false},
+		{deployKey("acme", "private", AccessWrite), "acme", "private", AccessWrite, true},
+		{deployKey("acme", "private", AccessWrite), "acme", "private", AccessRead, true},
+		{deployKey("acme", "private", AccessWrite), "acme", "public", AccessRead, false},
+		{deployKey("acme", "public", AccessRead), "acme", "public", AccessWrite, false},
+		{deployKey("acme", "missing", AccessWrite), "acme", "missing", AccessRead, false},
+		{deployKey("acme", "private", AccessRead), "acme", "Private", AccessRead, false},
+		{deployKey("acme", "private", Access(0)), "acme", "private", AccessRead, false},
+		{Identity{User: "acme", Deploy: &Deploy{Owner: "acme", Name: "public", Access: AccessRead}}, "acme", "private", AccessRead, false},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s %s/%s %s", tt.user, tt.owner, tt.name, tt.access), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s %s/%s %s", tt.id, tt.owner, tt.name, tt.access), func(t *testing.T) {
 			g := NewWithT(t)
-			repo, ok := a.Authorize(tt.user, tt.owner, tt.name, tt.access)
+			repo, ok := a.Authorize(tt.id, tt.owner, tt.name, tt.access)
 			g.Expect(ok).To(Equal(tt.want))
 			if tt.want {
 				g.Expect(repo.Path).To(Equal("/r/" + tt.owner + "/" + tt.name + ".git"))
@@ -177,7 +195,7 @@ func TestSetProjectCopiesMembers(t *testing.T) {
 	m := map[string]Role{"bob": RoleRead}
 	a.SetProject(ref("p"), Project{Owner: "acme", Name: "p", Members: m})
 	m["bob"] = RoleWrite
-	_, ok := a.Authorize("bob", "acme", "p", AccessWrite)
+	_, ok := a.Authorize(user("bob"), "acme", "p", AccessWrite)
 	g.Expect(ok).To(BeFalse())
 }
 
@@ -211,13 +229,13 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 				if id, ok := a.UserForKey("SHA256:stable"); !ok || id.User != "alice" {
 					failures.Store("UserForKey", id)
 				}
-				if _, ok := a.Authorize("alice", "alice", "p", AccessWrite); !ok {
+				if _, ok := a.Authorize(user("alice"), "alice", "p", AccessWrite); !ok {
 					failures.Store("Authorize", i)
 				}
 				a.UserForKey(fmt.Sprintf("SHA256:%d", i%7))
 				a.KeyOwner(fmt.Sprintf("SHA256:%d", i%7))
 				a.ProjectOwner("o", fmt.Sprint(i%5))
-				a.Authorize("u", "o", fmt.Sprint(i%5), AccessRead)
+				a.Authorize(user("u"), "o", fmt.Sprint(i%5), AccessRead)
 			}
 		})
 	}
@@ -233,4 +251,94 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 			g.Expect(a.keys[r].Fingerprint).To(Equal(fp))
 		}
 	}
+}
+
+// Expiry is checked at lookup against the clock, and an expired key comes back under a
+// younger object only when that object has an expiry of its own. ClaimWinner, which the
+// controller uses for the status, gives the same answer as UserForKey in every case.
+func TestKeyExpiry(t *testing.T) {
+	type claim struct {
+		ref              string
+		created, expires time.Time
+	}
+	never := time.Time{}
+	tests := []struct {
+		name   string
+		claims []claim
+		now    time.Time
+		want   string // "" = refused
+	}{
+		{"before its expiry", []claim{{"a", t0, t2}}, t1, "a"},
+		{"at its expiry instant", []claim{{"a", t0, t2}}, t2, ""},
+		{"after its expiry", []claim{{"a", t0, t1}}, t2, ""},
+		{"no expiry", []claim{{"a", t0, never}}, t2.Add(1000 * time.Hour), "a"},
+		{"the older live claim wins over a younger one", []claim{{"old", t0, t2}, {"new", t1, never}}, t1, "old"},
+		{"re-registered without an expiry after expiry", []claim{{"old", t0, t1}, {"new", t1, never}}, t2, ""},
+		{"re-registered with a new expiry", []claim{{"old", t0, t1}, {"new", t1, t2.Add(time.Hour)}}, t2, "new"},
+		{"re-registered with an expiry that passed too", []claim{{"old", t0, t1}, {"new", t1, t2}}, t2, ""},
+		{"the youngest with an expiry wins past one without",
+			[]claim{{"old", t0, t1}, {"mid", t1, never}, {"new", t2, t2.Add(time.Hour)}}, t2, "new"},
+		{"an older claim without expiry keeps the key",
+			[]claim{{"old", t0, never}, {"new", t1, t1}}, t2, "old"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			a := New()
+			a.Now = func() time.Time { return tt.now }
+			var claims []Claim
+			for _, c := range tt.claims {
+				a.SetKey(ref(c.ref), Key{Fingerprint: "SHA256:x", User: c.ref, Created: c.created, Expires: c.expires})
+				claims = append(claims, Claim{Ref: ref(c.ref), Created: c.created, Expires: c.expires})
+			}
+			id, ok := a.UserForKey("SHA256:x")
+			winner, winnerOK := ClaimWinner(claims, tt.now)
+			if tt.want == "" {
+				g.Expect(ok).To(BeFalse(), "logged in as %v", id)
+				g.Expect(winnerOK).To(BeFalse())
+				return
+			}
+			g.Expect(ok).To(BeTrue())
+			g.Expect(id.Key).To(Equal(ref(tt.want)))
+			g.Expect(winnerOK).To(BeTrue())
+			g.Expect(winner.Ref).To(Equal(ref(tt.want)))
+		})
+	}
+}
+
+// A key stops logging in at its instant with nothing but the clock moving, and deleting the
+// expired object forgets it: the younger object without expiry takes the key (the limit of
+// keeping the memory of an expiry in the object itself).
+func TestKeyExpiresWithTheClock(t *testing.T) {
+	g := NewWithT(t)
+	now := t0
+	a := New()
+	a.Now = func() time.Time { return now }
+	a.SetKey(ref("old"), Key{Fingerprint: "SHA256:x", User: "alice", Created: t0, Expires: t1})
+	a.SetKey(ref("new"), Key{Fingerprint: "SHA256:x", User: "alice", Created: t1})
+
+	keyOf := func() ObjectRef { id, _ := a.UserForKey("SHA256:x"); return id.Key }
+	g.Expect(keyOf()).To(Equal(ref("old")))
+	now = t1.Add(-time.Nanosecond)
+	g.Expect(keyOf()).To(Equal(ref("old")))
+	now = t1
+	_, ok := a.UserForKey("SHA256:x")
+	g.Expect(ok).To(BeFalse(), "expired key logs in, or the younger one without expiry took it")
+	_, ok = a.KeyOwner("SHA256:x")
+	g.Expect(ok).To(BeFalse())
+
+	a.RemoveKey(ref("old"))
+	g.Expect(keyOf()).To(Equal(ref("new")))
+}
+
+func TestDeployKeyIdentity(t *testing.T) {
+	g := NewWithT(t)
+	a := New()
+	d := &Deploy{Owner: "acme", Name: "api", Access: AccessWrite}
+	a.SetKey(ref("ci"), Key{Fingerprint: "SHA256:ci", Deploy: d, Created: t0})
+	id, ok := a.UserForKey("SHA256:ci")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(id).To(Equal(Identity{Deploy: d, Key: ref("ci"), Fingerprint: "SHA256:ci"}))
+	g.Expect(id.String()).To(Equal("deploy key for acme/api"))
+	g.Expect(user("alice").String()).To(Equal("alice"))
 }

@@ -68,6 +68,9 @@ func TestChartDefaults(t *testing.T) {
 		"ssh-shutdown-grace-period":        "30s",
 		"ssh-max-push-size":                "1Gi",
 		"usage-flush-interval":             "1m",
+		"max-key-lifetime":                 "0s",
+		"key-expiry-warning":               "168h",
+		"stale-key-after":                  "0s",
 	}))
 
 	c := container(t, deploy)
@@ -168,6 +171,9 @@ func TestChartCustomValues(t *testing.T) {
 		HaveKeyWithValue("ssh-max-push-size", "500Mi"),
 		HaveKeyWithValue("ssh-git-hooks-dir", "/etc/gitssh/hooks"),
 		HaveKeyWithValue("usage-flush-interval", "30s"),
+		HaveKeyWithValue("max-key-lifetime", "2160h"),
+		HaveKeyWithValue("key-expiry-warning", "336h"),
+		HaveKeyWithValue("stale-key-after", "720h"),
 		HaveKeyWithValue("zap-log-level", "debug"),
 	))
 
