@@ -38,6 +38,9 @@ func TestSamplesAreAccepted(t *testing.T) {
 		obj  client.Object
 	}{
 		{"sshpublickey.yaml", &v1alpha1.SSHPublicKey{}},
+		{"sshpublickey-expiring.yaml", &v1alpha1.SSHPublicKey{}},
+		{"sshpublickey-deploy.yaml", &v1alpha1.SSHPublicKey{}},
+		{"sshpublickey-deploy-write.yaml", &v1alpha1.SSHPublicKey{}},
 		{"gitproject.yaml", &v1alpha1.GitProject{}},
 	} {
 		data, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "samples", sample.file))
