@@ -44,10 +44,11 @@ type instance struct {
 }
 
 // startGitssh runs app.Run as main.go would, in namespace ns, and waits until the SSH
-// server serves and the host key ConfigMap is published.
-func startGitssh(t testing.TB, ns, repoRoot string) *instance {
+// server serves and the host key ConfigMap is published. configure, if any, changes the
+// options first.
+func startGitssh(t testing.TB, ns, repoRoot string, configure ...func(*app.Options)) *instance {
 	t.Helper()
-	return startGitsshOn(t, ns, repoRoot, 0)
+	return startGitsshOn(t, ns, repoRoot, 0, configure...)
 }
 
 // startGitsshOn is startGitssh on a given port (0: any free one); configure may change

@@ -28,7 +28,7 @@ func eventsOf(g Gomega, ns, name string) []string {
 // the project alice/api and one registered key of alice's.
 func startWithAlicesKey(t *testing.T, configure func(*app.Options)) (*instance, *gitsshv1alpha1.SSHPublicKey, userKey) {
 	ns := env.Namespace(t)
-	inst := startGitsshOn(t, ns, t.TempDir(), 0, configure)
+	inst := startGitssh(t, ns, t.TempDir(), configure)
 	createProject(t, ns, "alice-api", gitsshv1alpha1.GitProjectSpec{Owner: "alice", Project: "api"})
 	laptop := newUserKey(t, "laptop")
 	return inst, createKey(t, ns, "alice-laptop", "alice", laptop.publicKey), laptop
@@ -54,7 +54,7 @@ func TestKeyExpiry(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
 	// A warning window longer than the test: a key expiring in seconds is ExpiringSoon at once.
-	inst := startGitsshOn(t, ns, t.TempDir(), 0, func(o *app.Options) { o.KeyExpiryWarning = time.Hour })
+	inst := startGitssh(t, ns, t.TempDir(), func(o *app.Options) { o.KeyExpiryWarning = time.Hour })
 	createProject(t, ns, "alice-api", gitsshv1alpha1.GitProjectSpec{Owner: "alice", Project: "api"})
 	lsRemote := func(key userKey) (string, error) { return inst.git(key, "", "ls-remote", inst.url("alice", "api")) }
 
