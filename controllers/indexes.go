@@ -67,14 +67,18 @@ func oldestOf[T client.Object](objs []T, includeDeleting bool) client.Object {
 	if len(live) == 0 {
 		return nil
 	}
-	sort.Slice(live, func(i, j int) bool {
-		ti, tj := live[i].GetCreationTimestamp().Time, live[j].GetCreationTimestamp().Time
-		if !ti.Equal(tj) {
-			return ti.Before(tj)
-		}
-		return client.ObjectKeyFromObject(live[i]).String() < client.ObjectKeyFromObject(live[j]).String()
-	})
+	sort.Slice(live, func(i, j int) bool { return olderThan(live[i], live[j]) })
 	return live[0]
+}
+
+// olderThan orders claimants as the authorizer does: by creation time, ties broken by
+// "namespace/name".
+func olderThan(a, b client.Object) bool {
+	ta, tb := a.GetCreationTimestamp().Time, b.GetCreationTimestamp().Time
+	if !ta.Equal(tb) {
+		return ta.Before(tb)
+	}
+	return client.ObjectKeyFromObject(a).String() < client.ObjectKeyFromObject(b).String()
 }
 
 func ptrs[T any](items []T) []*T {

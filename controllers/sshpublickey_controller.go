@@ -152,40 +152,9 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 	if err := r.Client.List(ctx, &holders, client.MatchingFields{keyFingerprintIndex: parsed.Fingerprint}); err != nil {
 		return metav1.Condition{}, nil, err
 	}
-	var claims []authorizer.Claim
-	var next []time.Time
-	var expiredOlder *gitsshv1alpha1.SSHPublicKey
-	var expiredOlderAt time.Time
-	for _, other := range ptrs(holders.Items) {
-		if !other.DeletionTimestamp.IsZero() {
-			continue
-		}
-		otherExpires, _ := keyExpiry(other, r.MaxKeyLifetime)
-		claims = append(claims, authorizer.Claim{
-			Ref:     authorizer.ObjectRef{Namespace: other.Namespace, Name: other.Name},
-			Created: other.CreationTimestamp.Time, Expires: otherExpires,
-		})
-		next = append(next, otherExpires)
-		if other.CreationTimestamp.Before(&key.CreationTimestamp) && !otherExpires.IsZero() && !now.Before(otherExpires) {
-			expiredOlder, expiredOlderAt = other, otherExpires
-		}
-	}
-	winner, ok := authorizer.ClaimWinner(claims, now)
-	if !ok || winner.Ref != (authorizer.ObjectRef{Namespace: key.Namespace, Name: key.Name}) {
-		if expiredOlder != nil && expires.IsZero() && (!ok || !winner.Created.Before(key.CreationTimestamp.Time)) {
-			return falseCondition(gitsshv1alpha1.ReasonDuplicateKey, fmt.Sprintf(
-				"the same key (%s) was registered by SSHPublicKey %s, which expired at %s; an expired key comes back only with an expiration time: set spec.expirationTime",
-				parsed.Fingerprint, client.ObjectKeyFromObject(expiredOlder), formatTime(expiredOlderAt))), next, nil
-		}
-		winnerKey := &gitsshv1alpha1.SSHPublicKey{}
-		for _, other := range ptrs(holders.Items) {
-			if other.Name == winner.Ref.Name && other.Namespace == winner.Ref.Namespace {
-				winnerKey = other
-			}
-		}
-		return falseCondition(gitsshv1alpha1.ReasonDuplicateKey, fmt.Sprintf(
-			"the same key (%s) is already registered by SSHPublicKey %s (%s), which is older; one key logs in as one user or deploy key only: delete one of the two objects",
-			parsed.Fingerprint, winner.Ref, holder(winnerKey))), next, nil
+	lost, next := r.lostClaim(key, parsed.Fingerprint, expires, ptrs(holders.Items), now)
+	if lost != nil {
+		return *lost, next, nil
 	}
 
 	ready := metav1.Condition{
@@ -198,6 +167,7 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 		return ready, next, nil
 	}
 	ready.Message += fmt.Sprintf(" until %s%s", formatTime(expires), maxLifetimeNote(capped, r.MaxKeyLifetime))
+	next = append(next, expires)
 	warning := r.ExpiryWarning
 	if warning == 0 {
 		warning = DefaultKeyExpiryWarning
@@ -211,6 +181,50 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 		}
 	}
 	return ready, next, nil
+}
+
+// lostClaim returns the Ready condition of a key that another object holding the same key
+// keeps from logging in, by the authorizer's rule (authorizer.ClaimWinner), or nil when the
+// key wins. It also returns the other holders' expiration times, at which the answer may
+// change.
+func (r *SSHPublicKeyReconciler) lostClaim(key *gitsshv1alpha1.SSHPublicKey, fingerprint string, expires time.Time, holders []*gitsshv1alpha1.SSHPublicKey, now time.Time) (*metav1.Condition, []time.Time) {
+	claims := []authorizer.Claim{{Ref: keyRef(key), Created: key.CreationTimestamp.Time, Expires: expires}}
+	byRef := map[authorizer.ObjectRef]*gitsshv1alpha1.SSHPublicKey{}
+	var next []time.Time
+	var expiredOlder *gitsshv1alpha1.SSHPublicKey
+	var expiredOlderAt time.Time
+	for _, other := range holders {
+		if !other.DeletionTimestamp.IsZero() || keyRef(other) == keyRef(key) {
+			continue
+		}
+		otherExpires, _ := keyExpiry(other, r.MaxKeyLifetime)
+		claims = append(claims, authorizer.Claim{Ref: keyRef(other), Created: other.CreationTimestamp.Time, Expires: otherExpires})
+		byRef[keyRef(other)] = other
+		next = append(next, otherExpires)
+		if olderThan(other, key) && !otherExpires.IsZero() && !now.Before(otherExpires) {
+			expiredOlder, expiredOlderAt = other, otherExpires
+		}
+	}
+	winner, ok := authorizer.ClaimWinner(claims, now)
+	switch {
+	case ok && winner.Ref == keyRef(key):
+		return nil, next
+	case ok && olderThan(byRef[winner.Ref], key):
+		c := falseCondition(gitsshv1alpha1.ReasonDuplicateKey, fmt.Sprintf(
+			"the same key (%s) is already registered by SSHPublicKey %s (%s), which is older; one key logs in as one user or deploy key only: delete one of the two objects",
+			fingerprint, winner.Ref, holder(byRef[winner.Ref])))
+		return &c, next
+	default:
+		// Only an expired older claim keeps a live key without expiry from winning.
+		c := falseCondition(gitsshv1alpha1.ReasonDuplicateKey, fmt.Sprintf(
+			"the same key (%s) was registered by SSHPublicKey %s, which expired at %s; an expired key comes back only with an expiration time: set spec.expirationTime",
+			fingerprint, client.ObjectKeyFromObject(expiredOlder), formatTime(expiredOlderAt)))
+		return &c, next
+	}
+}
+
+func keyRef(key *gitsshv1alpha1.SSHPublicKey) authorizer.ObjectRef {
+	return authorizer.ObjectRef{Namespace: key.Namespace, Name: key.Name}
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

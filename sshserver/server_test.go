@@ -39,8 +39,8 @@ func (r *recorder) add(e string) {
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
 }
-func (r *recorder) LoginSucceeded(id Identity) { r.add("login " + id.User) }
-func (r *recorder) KeyRefused(id Identity)     { r.add("refused " + id.User) }
+func (r *recorder) LoginSucceeded(id Identity) { r.add("login " + id.String()) }
+func (r *recorder) KeyRefused(id Identity)     { r.add("refused " + id.String()) }
 func (r *recorder) Pushed(repo Repository)     { r.add("pushed " + repo.Owner + "/" + repo.Name) }
 func (r *recorder) Fetched(repo Repository)    { r.add("fetched " + repo.Owner + "/" + repo.Name) }
 func (r *recorder) Events() []string {

@@ -75,9 +75,11 @@ func TestKeyExpiry(t *testing.T) {
 		g.Expect(out).To(ContainSubstring("Permission denied (publickey)"))
 	})
 
-	laptop := newUserKey(t, "laptop")
+	laptop, desktop := newUserKey(t, "laptop"), newUserKey(t, "desktop")
 	expires := time.Now().Add(8 * time.Second).Truncate(time.Second)
 	key := createExpiringKey(t, ns, "alice-laptop", "alice", laptop.publicKey, expires)
+	// Never used: nothing but the leader's own requeue can turn it Expired.
+	unused := createExpiringKey(t, ns, "alice-desktop", "alice", desktop.publicKey, expires)
 	g.Eventually(func() error { _, err := lsRemote(laptop); return err }).WithTimeout(eventually).Should(Succeed())
 	g.Eventually(func(g Gomega) {
 		ready := readyCondition(g, key)
@@ -107,12 +109,15 @@ func TestKeyExpiry(t *testing.T) {
 	out, _ := lsRemote(laptop)
 	g.Expect(out).To(ContainSubstring("Permission denied (publickey)"))
 
-	g.Eventually(func(g Gomega) {
-		ready := readyCondition(g, key)
-		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonExpired))
-		g.Expect(eventsOf(g, ns, key.Name)).To(ContainElement("Warning/Expired"))
-	}).WithTimeout(eventually).Should(Succeed())
+	for _, k := range []*gitsshv1alpha1.SSHPublicKey{key, unused} {
+		g.Eventually(func(g Gomega) {
+			ready := readyCondition(g, k)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonExpired))
+			g.Expect(eventsOf(g, ns, k.Name)).To(ContainElements("Warning/ExpiringSoon", "Warning/Expired"))
+		}).WithTimeout(eventually).Should(Succeed())
+	}
+	g.Expect(unused.Status.LastUsedTime).To(BeNil())
 
 	// The same key under a new object without an expiry: refused, and the status says why.
 	again := createKey(t, ns, "alice-laptop-again", "alice", laptop.publicKey)
