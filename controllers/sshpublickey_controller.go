@@ -200,8 +200,11 @@ func (r *SSHPublicKeyReconciler) lostClaim(key *gitsshv1alpha1.SSHPublicKey, fin
 		otherExpires, _ := keyExpiry(other, r.MaxKeyLifetime)
 		claims = append(claims, authorizer.Claim{Ref: keyRef(other), Created: other.CreationTimestamp.Time, Expires: otherExpires})
 		byRef[keyRef(other)] = other
+		if otherExpires.IsZero() {
+			continue
+		}
 		next = append(next, otherExpires)
-		if olderThan(other, key) && !otherExpires.IsZero() && !now.Before(otherExpires) {
+		if olderThan(other, key) && !now.Before(otherExpires) {
 			expiredOlder, expiredOlderAt = other, otherExpires
 		}
 	}

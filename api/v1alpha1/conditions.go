@@ -49,8 +49,8 @@ const (
 	ReasonWeakKey = "WeakKey"
 	// ReasonDuplicateKey: an older SSHPublicKey holds the same key; the message names it.
 	// One key never logs in as two users, or as a user and a deploy key. Also the reason
-	// when the older object has expired and this one has no expiration time of its own: an
-	// expired key comes back only with a new expiry.
+	// when the older object has expired and this one never expires: an expired key comes
+	// back only with a new expiry.
 	ReasonDuplicateKey = "DuplicateKey"
 )
 

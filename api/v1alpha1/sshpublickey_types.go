@@ -83,9 +83,9 @@ type SSHPublicKeySpec struct {
 	// expirationTime is when the key stops logging in, e.g. "2027-01-31T00:00:00Z". Logins
 	// are refused from that instant on; the object stays, with Ready False (reason
 	// Expired). It can be moved but not removed. Once the key has expired, the same key
-	// registered by another SSHPublicKey logs in only if that object has an
-	// expirationTime of its own. gitssh may end a key earlier (--max-key-lifetime):
-	// status.expirationTime is the instant that applies.
+	// registered by another SSHPublicKey logs in only if that object expires too (its own
+	// expirationTime, or the server's --max-key-lifetime). gitssh may end a key earlier
+	// (--max-key-lifetime): status.expirationTime is the instant that applies.
 	// +optional
 	ExpirationTime *metav1.Time `json:"expirationTime,omitempty"`
 }
