@@ -85,6 +85,11 @@ type Config struct {
 	// Metrics counts connections, logins and git commands (NewMetrics).
 	// Default nil: nothing is counted.
 	Metrics *Metrics
+
+	// TrustedUserCAs are the certificate authorities whose user certificates log in (see
+	// certificates.go), replaceable while the server runs. Default nil: certificates are
+	// refused.
+	TrustedUserCAs *TrustedUserCAs
 }
 
 // Defaults.

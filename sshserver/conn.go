@@ -38,6 +38,9 @@ type conn struct {
 	ctx    context.Context // ends when the connection closes or on forced shutdown
 	cancel context.CancelFunc
 	id     Identity
+	// forced is the force-command of the certificate that logged in: it runs instead of
+	// any command the client asks for.
+	forced string
 
 	// source is what MaxStartupsPerSource and PerSourcePenalties count the
 	// client as, once admitted (sourceCounted); delay is the penalty wait
@@ -96,6 +99,9 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 			if meta.User() != c.s.cfg.User {
 				return st.refuse(errWrongUser)
 			}
+			if cert, ok := key.(*ssh.Certificate); ok {
+				return c.certificate(meta, cert, false)
+			}
 			if err := CheckClientKey(key); err != nil {
 				return st.refuse(err)
 			}
@@ -112,6 +118,9 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		// The identity is taken here, once the signature is verified, and
 		// looked up again: the key may have been revoked since it was offered.
 		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			if cert, ok := key.(*ssh.Certificate); ok {
+				return c.certificate(meta, cert, true)
+			}
 			id, ok := c.s.auth.UserForKey(ssh.FingerprintSHA256(key))
 			if !ok {
 				return st.refuse(errKeyRevoked)
@@ -137,9 +146,10 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 	return cfg
 }
 
-// CheckClientKey says why a user key may not log in: certificates (identities are plain
-// keys), DSA keys and RSA keys under 2048 bits. The controllers apply the same rule when
-// they register a key, so a key shown as Ready is one the server accepts.
+// CheckClientKey says why a user key may not log in: certificates (a certificate logs in
+// through a trusted CA, never as a registered key), DSA keys and RSA keys under 2048 bits.
+// The controllers apply the same rule when they register a key, so a key shown as Ready is
+// one the server accepts.
 func CheckClientKey(key ssh.PublicKey) error {
 	if _, ok := key.(*ssh.Certificate); ok {
 		return errors.New("certificates are not accepted")
@@ -162,7 +172,7 @@ func CheckClientKey(key ssh.PublicKey) error {
 
 func identityFrom(p *ssh.Permissions) Identity {
 	e := p.Extensions
-	id := Identity{User: e[extUser], Fingerprint: e[extFingerprint]}
+	id := Identity{User: e[extUser], Fingerprint: e[extFingerprint], CA: e[extCA]}
 	id.Key.Namespace, id.Key.Name = e[extKeyNamespace], e[extKeyName]
 	if owner, name, ok := strings.Cut(e[extDeployProject], "/"); ok {
 		id.Deploy = &authorizer.Deploy{Owner: owner, Name: name, Access: authorizer.AccessRead}
@@ -203,6 +213,7 @@ func (c *conn) serve() {
 	var verified string
 	if err == nil {
 		c.id = identityFrom(sc.Permissions)
+		c.forced = sc.Permissions.Extensions[extForceCommand]
 		verified = c.id.Fingerprint
 	}
 	for fp, id := range st.offered {
@@ -219,7 +230,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	c.log = c.log.WithValues("user", c.id.String(), "key", c.id.Key.String(), "fingerprint", c.id.Fingerprint)
+	c.log = c.log.WithValues(identityLogValues(sc.Permissions, c.id)...)
 	c.s.rec.LoginSucceeded(c.id)
 	c.log.V(1).Info("Accepted login", "clientVersion", string(sc.ClientVersion()))
 	defer func() { c.log.Info("Closed connection", "duration", time.Since(start)) }()

@@ -118,6 +118,11 @@ func exit(ch ssh.Channel, status int) {
 }
 
 func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string) {
+	if c.forced != "" {
+		// As OpenSSH does with a certificate's force-command: whatever was asked, this runs.
+		c.log.Info("Ran the certificate's force-command instead of the command asked", "asked", quoteForMessage(raw), "forceCommand", c.forced)
+		raw = c.forced
+	}
 	cmd, err := ParseCommand(raw)
 	var pathErr *PathError
 	switch {

@@ -77,6 +77,9 @@ type Options struct {
 	RepoRoot string
 	// HostKeySecret names the Secret with the SSH host keys, generated once when missing.
 	HostKeySecret string
+	// TrustedUserCAKeys names the ConfigMap listing the CAs whose user certificates log in,
+	// and the certificates revoked. Empty: certificates are refused.
+	TrustedUserCAKeys string
 
 	MetricsAddr      string
 	HealthProbeAddr  string
@@ -161,6 +164,11 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
 
+	trustedCAs, err := trustedUserCAs(restConfig, mgr, &opts)
+	if err != nil {
+		return err
+	}
+
 	authz := authorizer.New()
 	store := repostore.Store{Root: opts.RepoRoot}
 	usageRecorder := &usage.Recorder{
@@ -188,6 +196,13 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	}
 	keyFeeder := &controllers.SSHPublicKeyFeeder{Client: mgr.GetClient(), Authorizer: authz, MaxKeyLifetime: opts.MaxKeyLifetime}
 	projectFeeder := &controllers.GitProjectFeeder{Client: mgr.GetClient(), Authorizer: authz, Store: store}
+	loaders := []loader{keyFeeder, projectFeeder}
+	if trustedCAs != nil {
+		if err := trustedCAs.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up controller trusted-user-cas: %w", err)
+		}
+		loaders = append(loaders, trustedCAs)
+	}
 	for name, setup := range map[string]interface{ SetupWithManager(ctrl.Manager) error }{
 		"sshpublickey-feeder": keyFeeder,
 		"gitproject-feeder":   projectFeeder,
@@ -215,7 +230,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 
 	if err := mgr.Add(&sshRunnable{
 		server: server, addr: opts.SSHAddr, listener: opts.Listener, grace: grace,
-		cache: mgr.GetCache(), loaders: []loader{keyFeeder, projectFeeder}, log: log.WithName("ssh"),
+		cache: mgr.GetCache(), loaders: loaders, log: log.WithName("ssh"),
 		// Pushes that finished during the grace period are written too.
 		afterShutdown: func(ctx context.Context) { usageRecorder.Flush(ctx) },
 	}); err != nil {
@@ -235,9 +250,46 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		return err
 	}
 	log.Info("Starting gitssh", "namespace", opts.Namespace, "sshAddr", opts.SSHAddr, "repoRoot", opts.RepoRoot,
-		"hostKeySecret", secret.String(), "leaderElection", opts.LeaderElection)
+		"hostKeySecret", secret.String(), "trustedUserCAKeys", opts.TrustedUserCAKeys, "leaderElection", opts.LeaderElection)
 	return mgr.Start(ctx)
 }
+
+// trustedUserCAs sets up what keeps opts.SSH.TrustedUserCAs equal to the ConfigMap
+// opts.TrustedUserCAKeys, if one is named: a cache of its own that watches that ConfigMap
+// alone, by name, as the Role allows (a field selector names one object, and the manager's
+// cache already watches the known-hosts ConfigMap).
+func trustedUserCAs(restConfig *rest.Config, mgr ctrl.Manager, opts *Options) (*controllers.TrustedUserCAReconciler, error) {
+	if opts.TrustedUserCAKeys == "" {
+		return nil, nil
+	}
+	c, err := cache.New(restConfig, cache.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.TrustedUserCAKeys)},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the trusted user CA cache: %w", err)
+	}
+	// Started with the manager's caches, on every replica (a bare cache would be taken for
+	// a leader-only runnable).
+	if err := mgr.Add(replicaCache{c}); err != nil {
+		return nil, err
+	}
+	opts.SSH.TrustedUserCAs = &sshserver.TrustedUserCAs{}
+	return &controllers.TrustedUserCAReconciler{
+		Cache:     c,
+		ConfigMap: types.NamespacedName{Namespace: opts.Namespace, Name: opts.TrustedUserCAKeys},
+		CAs:       opts.SSH.TrustedUserCAs,
+		Events:    mgr.GetEventRecorder("gitssh"),
+	}, nil
+}
+
+// replicaCache is a cache the manager starts with its own caches, on every replica.
+type replicaCache struct{ cache.Cache }
+
+func (c replicaCache) GetCache() cache.Cache { return c.Cache }
 
 func sshUser(cfg sshserver.Config) string {
 	if cfg.User == "" {

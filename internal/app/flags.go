@@ -20,6 +20,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ServiceName, "service-name", "gitssh", "The LoadBalancer Service in front of the SSH pods, read for the public address when --ssh-public-host is not set.")
 	fs.StringVar(&o.RepoRoot, "repo-root", "/var/lib/gitssh/repositories", "The directory holding the bare repositories, OWNER/PROJECT.git.")
 	fs.StringVar(&o.HostKeySecret, "host-key-secret", "gitssh-host-keys", "The Secret holding the SSH host keys; generated once when missing, never overwritten.")
+	fs.StringVar(&o.TrustedUserCAKeys, "trusted-user-ca-keys", "", "A ConfigMap in the namespace whose trusted_user_ca_keys lists the CAs (one OpenSSH public key per line) whose user certificates log in as the user their one principal names, and whose revoked_certificates lists revoked ones (serial:, id:, key:, hash: lines as in ssh-keygen -k); watched, so changes apply without a restart. Empty: certificates are refused.")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 turns it off.")
 	fs.StringVar(&o.HealthProbeAddr, "health-probe-bind-address", ":8081", "The address the /healthz and /readyz probes bind to.")
 	fs.BoolVar(&o.LeaderElection, "leader-elect", true, "Elect one replica to write status and provision repositories; every replica serves SSH either way.")

@@ -1,14 +1,17 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +44,7 @@ type instance struct {
 	knownHosts string // a known_hosts file written from the published ConfigMap
 	opts       app.Options
 	stop       func() error
+	log        *logBuffer
 }
 
 // startGitssh runs app.Run as main.go would, in namespace ns, and waits until the SSH
@@ -78,11 +82,12 @@ func startGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...fun
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	logs := &logBuffer{}
 	go func() {
-		done <- app.Run(ctx, env.Config, opts, zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
+		done <- app.Run(ctx, env.Config, opts, zap.New(zap.UseDevMode(true), zap.WriteTo(io.MultiWriter(testWriter{t}, logs))))
 	}()
 	stopped := false
-	inst := &instance{namespace: ns, port: port, repoRoot: repoRoot, opts: opts}
+	inst := &instance{namespace: ns, port: port, repoRoot: repoRoot, opts: opts, log: logs}
 	inst.stop = func() error {
 		if stopped {
 			return nil
@@ -121,6 +126,40 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// logBuffer keeps gitssh's logs for tests that check what it says.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the log lines that contain every one of substrings.
+func (b *logBuffer) lines(substrings ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(b.buf.String(), "\n") {
+		if containsAll(line, substrings) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func containsAll(s string, substrings []string) bool {
+	for _, sub := range substrings {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // userKey is an ed25519 key pair made with the real ssh-keygen.

@@ -40,14 +40,18 @@ type Deploy struct {
 	Access      Access
 }
 
-// Identity is who a verified key belongs to: a user, or a deploy binding.
+// Identity is who a verified key or certificate belongs to: a user, or a deploy binding.
 type Identity struct {
 	// User is empty for a deploy key.
 	User string
 	// Deploy is set for a deploy key only.
-	Deploy      *Deploy
+	Deploy *Deploy
+	// Key is the object of a registered key; zero for a certificate, which has none.
 	Key         ObjectRef
 	Fingerprint string
+	// CA is the SHA256 fingerprint of the CA that signed the user's certificate; empty for
+	// a registered key.
+	CA string
 }
 
 // String names the identity for people: the user name, or "deploy key for OWNER/NAME".
@@ -357,7 +361,8 @@ func (a *Authorizer) ProjectOwner(owner, name string) (ObjectRef, bool) {
 //   - a user named like the owner is Admin;
 //   - members get their role (Write implies Read, Admin implies Write);
 //   - Public projects are readable by every authenticated user (any non-empty
-//     user name, which the SSH server only has after a registered key logged in);
+//     user name, which the SSH server only has after a registered key or a
+//     certificate from a trusted CA logged in);
 //   - anything else, including an unknown project, is refused.
 //
 // Names are compared case-sensitively: "Acme/API" and "acme/api" are two projects.

@@ -80,8 +80,15 @@ type Recorder struct {
 	pending map[object]map[field]time.Time
 }
 
-// LoginSucceeded records a verified login of the identity's key.
-func (r *Recorder) LoginSucceeded(id authorizer.Identity) { r.record(keyObject(id), keyLastUsed) }
+// LoginSucceeded records a verified login of the identity's key, or counts a certificate
+// login, which has no object.
+func (r *Recorder) LoginSucceeded(id authorizer.Identity) {
+	if id.CA != "" {
+		certificateLogins.WithLabelValues(id.CA).Inc()
+		return
+	}
+	r.record(keyObject(id), keyLastUsed)
+}
 
 // KeyRefused records a registered key offered but not proven, or refused a repository.
 func (r *Recorder) KeyRefused(id authorizer.Identity) { r.record(keyObject(id), keyLastFailed) }
