@@ -1,0 +1,98 @@
+package sshserver
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/ssh"
+)
+
+func newSigner(t testing.TB) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func authorizedKey(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
+
+func TestParseUserCAs(t *testing.T) {
+	ca, user := newSigner(t), newSigner(t)
+	cert := &ssh.Certificate{Key: user.PublicKey(), CertType: ssh.UserCert, ValidPrincipals: []string{"alice"},
+		ValidBefore: ssh.CertTimeInfinity, KeyId: "alice@laptop", Serial: 7}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, caKeys, revoked string
+		err                   string // empty: parses
+		revokedWhy            string // why cert is revoked; empty: it is not
+	}{
+		{name: "CA with comments", caKeys: "# the CA\n\n" + authorizedKey(ca.PublicKey()) + " ca@example.com\n"},
+		{name: "no CA", caKeys: "", revoked: ""},
+		{name: "not a key", caKeys: "ssh-ed25519 AAAA", err: "trusted user CA keys: line 1 is not an OpenSSH public key"},
+		{name: "options", caKeys: "cert-authority " + authorizedKey(ca.PublicKey()), err: "line 1 has authorized_keys options"},
+		{name: "a certificate as CA", caKeys: authorizedKey(cert), err: "line 1 is a certificate"},
+		{name: "serial", caKeys: authorizedKey(ca.PublicKey()), revoked: "serial: 7", revokedWhy: "its serial 7 is revoked"},
+		{name: "serial range", caKeys: authorizedKey(ca.PublicKey()), revoked: "serial: 5-9\n", revokedWhy: "its serial 7 is revoked"},
+		{name: "other serials", caKeys: authorizedKey(ca.PublicKey()), revoked: "serial: 8-9\nserial: 1\n"},
+		{name: "serial 0", revoked: "serial: 0", err: "revoked certificates: line 1: serial: 0 is every certificate signed without ssh-keygen -z"},
+		{name: "reversed range", revoked: "serial: 9-5", err: `serial: "9-5" is not a serial number or range`},
+		{name: "key ID", revoked: "id: alice@laptop", revokedWhy: `its key ID "alice@laptop" is revoked`},
+		{name: "key", revoked: "key: " + authorizedKey(user.PublicKey()), revokedWhy: "its key is revoked"},
+		{name: "certificate as key", revoked: "key: " + authorizedKey(cert), revokedWhy: "its key is revoked"},
+		{name: "hash", revoked: "hash: " + ssh.FingerprintSHA256(user.PublicKey()), revokedWhy: "its key is revoked"},
+		{name: "CA key", revoked: "key: " + authorizedKey(ca.PublicKey()), revokedWhy: "its CA's key is revoked"},
+		{name: "hash that is not SHA256", revoked: "hash: MD5:aa:bb", err: "line 1: hash: must be a SHA256 fingerprint"},
+		{name: "unknown kind", revoked: "# ok\nsha1: x", err: `line 2: unknown revocation "sha1"`},
+		{name: "no colon", revoked: "serial 7", err: `line 1: expected "serial: N"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			cas, err := ParseUserCAs(tt.caKeys, tt.revoked)
+			if tt.err != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.err)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(cas.revoked(cert)).To(Equal(tt.revokedWhy))
+		})
+	}
+}
+
+func TestCheckSourceAddress(t *testing.T) {
+	for _, tt := range []struct {
+		sources, remote string
+		err             string // empty: allowed
+	}{
+		{"127.0.0.1/32", "127.0.0.1:2222", ""},
+		{"10.0.0.0/8, 127.0.0.1", "127.0.0.1:2222", ""},
+		{"192.0.2.0/24", "127.0.0.1:2222", `the client address 127.0.0.1 is not in its source-address "192.0.2.0/24"`},
+		{"2001:db8::/64", "[2001:db8::1]:2222", ""},
+		{"127.0.0.0/8", "[::ffff:127.0.0.1]:2222", ""},
+		{"2001:db8::/64", "127.0.0.1:2222", "is not in its source-address"},
+		{"localhost", "127.0.0.1:2222", `"localhost" is neither an address nor a CIDR block`},
+	} {
+		t.Run(tt.sources+" "+tt.remote, func(t *testing.T) {
+			g := NewWithT(t)
+			remote, err := net.ResolveTCPAddr("tcp", tt.remote)
+			g.Expect(err).NotTo(HaveOccurred())
+			err = checkSourceAddress(tt.sources, remote)
+			if tt.err == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+			} else {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.err)))
+			}
+		})
+	}
+}
