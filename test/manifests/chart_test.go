@@ -32,8 +32,8 @@ func TestChartDefaults(t *testing.T) {
 
 	flags := args(t, deploy)
 	for _, flag := range mainFlags(t) {
-		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" || flag == "ssh-git-hooks-dir" {
-			continue // the pod's namespace; the public address defaults to the Service's; no hooks
+		if flag == "namespace" || flag == "ssh-public-host" || flag == "ssh-public-port" || flag == "ssh-git-hooks-dir" || flag == "trusted-user-ca-keys" {
+			continue // the pod's namespace; the public address defaults to the Service's; no hooks; no CAs
 		}
 		g.Expect(flags).To(HaveKey(flag), "gitssh's --%s is not set by the chart: add a value for it", flag)
 	}
@@ -108,6 +108,7 @@ func TestChartDefaults(t *testing.T) {
 	// Least privilege: a namespaced Role (its rules: TestRoleNamesItsObjects), bound to the
 	// chart's ServiceAccount, and nothing cluster-wide.
 	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("ClusterRole")))
+	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("ValidatingAdmissionPolicy")), "selfService is off by default")
 	m.one(t, "Role", "gitssh")
 	binding := m.one(t, "RoleBinding", "gitssh")
 	g.Expect(nested(t, binding, "subjects")).To(Equal([]any{map[string]any{
@@ -174,8 +175,21 @@ func TestChartCustomValues(t *testing.T) {
 		HaveKeyWithValue("max-key-lifetime", "2160h"),
 		HaveKeyWithValue("key-expiry-warning", "336h"),
 		HaveKeyWithValue("stale-key-after", "720h"),
+		HaveKeyWithValue("trusted-user-ca-keys", "acme-user-cas"),
 		HaveKeyWithValue("zap-log-level", "debug"),
 	))
+
+	// Self-service: the policy, its binding to the release namespace, and "may manage own
+	// keys" bound to developers (the policy's behaviour: TestSelfServiceKeys).
+	selfService := "acme-gitssh-" + ns + "-sshpublickey-self-service"
+	policy := m.one(t, "ValidatingAdmissionPolicy", selfService)
+	g.Expect(nested(t, policy, "spec", "matchConditions")).To(ContainElement(HaveKeyWithValue("expression",
+		ContainSubstring(`["platform-admins","system:serviceaccounts:flux-system"]`))))
+	g.Expect(nested(t, m.one(t, "ValidatingAdmissionPolicyBinding", selfService), "spec", "matchResources", "namespaceSelector")).
+		To(Equal(map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": ns}}))
+	g.Expect(nested(t, m.one(t, "ClusterRole", selfService), "rules")).To(ContainElement(HaveKeyWithValue("resources", []any{"sshpublickeys"})))
+	g.Expect(nested(t, m.one(t, "RoleBinding", "acme-gitssh-sshpublickey-self-service"), "subjects")).To(Equal([]any{
+		map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "developers"}}))
 
 	svc := m.one(t, "Service", "acme-gitssh")
 	g.Expect(nested(t, svc, "spec", "type")).To(Equal("ClusterIP"))
@@ -241,6 +255,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"a trusted CIDR that is not one", []string{"ssh.proxyProtocol=required", "ssh.proxyProtocolTrustedCIDRs={lb.example.com}"}, "/ssh/proxyProtocolTrustedCIDRs/0"},
 		{"penalties that are not OpenSSH's syntax", []string{"ssh.perSourcePenalties=authfail=5s"}, "/ssh/perSourcePenalties"},
 		{"a relative hooks directory", []string{"ssh.gitHooksDir=hooks"}, "/ssh/gitHooksDir"},
+		{"a CA ConfigMap name that is not one", []string{"ssh.trustedUserCAKeys=User CAs"}, "/ssh/trustedUserCAKeys"},
+		{"a self-service value mistyped", []string{"selfService.adminGroup=admins"}, "adminGroup"},
 		{"a mistyped value", []string{"ssh.maxConn=10"}, "maxConn"},
 		{"no access mode", []string{"persistence.accessModes=null"}, "accessModes"}, {"a missing SSH limit", []string{"ssh.maxConns=null"}, "maxConns"},
 	} {

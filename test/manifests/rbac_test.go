@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
 
@@ -13,8 +14,8 @@ import (
 // config/rbac/named_rules.yaml and the chart's templates/rbac.yaml: what gitssh does with
 // the one Secret, ConfigMap and Service it touches, named as the Deployment's flags name
 // them. Everything else it reads or writes is in the generated rules.
-func namedRules(hostKeySecret, serviceName, leaseName string) []any {
-	return []any{
+func namedRules(hostKeySecret, serviceName, leaseName, trustedUserCAs string) []any {
+	rules := []any{
 		// LoadOrCreateHostKeys gets it; the cache lists and watches it by name.
 		map[string]any{"apiGroups": []any{""}, "resources": []any{"secrets"},
 			"resourceNames": []any{hostKeySecret}, "verbs": []any{"get", "list", "watch"}},
@@ -31,6 +32,12 @@ func namedRules(hostKeySecret, serviceName, leaseName string) []any {
 			"resourceNames": []any{leaseName}, "verbs": []any{"get", "update"}},
 		map[string]any{"apiGroups": []any{"coordination.k8s.io"}, "resources": []any{"leases"}, "verbs": []any{"create"}},
 	}
+	if trustedUserCAs != "" {
+		// The trusted user CA reconciler's cache lists and watches it by name; never written.
+		rules = append(rules, map[string]any{"apiGroups": []any{""}, "resources": []any{"configmaps"},
+			"resourceNames": []any{trustedUserCAs}, "verbs": []any{"get", "list", "watch"}})
+	}
+	return rules
 }
 
 // TestRoleNamesItsObjects keeps the hand-written rules of the kustomize tree and of the
@@ -71,13 +78,21 @@ func TestRoleNamesItsObjects(t *testing.T) {
 
 			deploy := m.one(t, "Deployment", "")
 			account := nested(t, deploy, "spec", "template", "spec", "serviceAccountName")
-			binding := m.one(t, "RoleBinding", "")
+			// The RoleBinding of gitssh's ServiceAccount (selfService adds one for people).
+			var binding *unstructured.Unstructured
+			for _, rb := range m {
+				if rb.GetKind() == "RoleBinding" && rb.GetName() != "gitssh-sshpublickey-self-service" && rb.GetName() != "acme-gitssh-sshpublickey-self-service" {
+					g.Expect(binding).To(BeNil(), "two RoleBindings for gitssh")
+					binding = rb
+				}
+			}
+			g.Expect(binding).NotTo(BeNil())
 			g.Expect(nested(t, binding, "subjects")).To(ContainElement(HaveKeyWithValue("name", account)))
 			ref := nested(t, binding, "roleRef").(map[string]any)
 			role := m.one(t, ref["kind"].(string), ref["name"].(string))
 
 			flags := args(t, deploy)
-			want := append(append([]any{}, generated...), namedRules(flags["host-key-secret"], flags["service-name"], leaseName(flags))...)
+			want := append(append([]any{}, generated...), namedRules(flags["host-key-secret"], flags["service-name"], leaseName(flags), flags["trusted-user-ca-keys"])...)
 			g.Expect(nested(t, role, "rules")).To(Equal(want),
 				"the Role must be the generated rules (run 'make manifests') and then the named ones")
 		})

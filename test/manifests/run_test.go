@@ -34,15 +34,17 @@ import (
 // the rendered args, as the chart's ServiceAccount bound by the chart's Role (impersonated
 // against the real API server). It proves that every flag the chart passes exists; that
 // the Role, which reads only gitssh's own Secret, is enough to create the host key Secret
-// on first start, become ready, publish the host key, provision a project and, restarted,
-// serve the same keys; that it denies every other Secret of the namespace; and that the
+// on first start, watch the trusted user CA ConfigMap, become ready, publish the host key,
+// provision a project and, restarted, serve the same keys; that it denies every other
+// Secret of the namespace; and that the
 // `helm test` hook's script accepts the served host key and rejects another.
 func TestChartRunsGitssh(t *testing.T) {
 	g := NewWithT(t)
 	ctx := t.Context()
 	ns := env.Namespace(t)
 
-	out, err := run(ctx, nil, helm(t), "template", "gitssh", chartDir, "--namespace", ns, "--set", "crds.enabled=false")
+	out, err := run(ctx, nil, helm(t), "template", "gitssh", chartDir, "--namespace", ns, "--set", "crds.enabled=false",
+		"--set", "ssh.trustedUserCAKeys=gitssh-user-cas")
 	g.Expect(err).NotTo(HaveOccurred())
 	m := parse(t, out)
 	var rbac manifest
@@ -55,6 +57,9 @@ func TestChartRunsGitssh(t *testing.T) {
 	for _, obj := range []client.Object{
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "database", Namespace: ns}, StringData: map[string]string{"password": "hunter2"}},
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: ns}},
+		// The trusted user CAs, which the Role lets gitssh read by name.
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "gitssh-user-cas", Namespace: ns},
+			Data: map[string]string{"trusted_user_ca_keys": newPublicKey(t) + " ca@example.com\n"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "database", Namespace: ns},
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}},
 	} {
@@ -173,6 +178,13 @@ func TestChartRunsGitssh(t *testing.T) {
 			return sa.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "created-by-gitssh", Namespace: ns}})
 		}, true},
 		{"get another ConfigMap", func() error { return sa.Get(ctx, key("settings"), &corev1.ConfigMap{}) }, false},
+		{"watch the trusted user CA ConfigMap by name", func() error {
+			return watch(&corev1.ConfigMapList{}, byName("gitssh-user-cas"))
+		}, true},
+		{"change the trusted user CA ConfigMap", func() error {
+			return sa.Apply(ctx, corev1ac.ConfigMap("gitssh-user-cas", ns).WithData(map[string]string{"trusted_user_ca_keys": ""}),
+				client.FieldOwner("gitssh-test"), client.ForceOwnership)
+		}, false},
 		{"list the namespace's ConfigMaps", func() error { return sa.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)) }, false},
 		{"create a ConfigMap by server-side apply", func() error {
 			return sa.Apply(ctx, corev1ac.ConfigMap("planted", ns), client.FieldOwner("gitssh-test"))
@@ -196,7 +208,9 @@ func TestChartRunsGitssh(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
 	firstLeader := ptr.Deref(lease.Spec.HolderIdentity, "")
 	g.Expect(firstLeader).NotTo(BeEmpty())
-	g.Expect(first.stop()).To(ContainSubstring("Generated host keys and stored them"))
+	logs := first.stop()
+	g.Expect(logs).To(ContainSubstring("Generated host keys and stored them"))
+	g.Expect(logs).To(ContainSubstring("Loaded trusted user CAs"), "the Role must let gitssh watch the CA ConfigMap")
 	// A leader that stops releases its Lease (an update by name), so another takes over at once.
 	g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
 	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(BeEmpty(), "the stopped leader must release its Lease")
@@ -210,7 +224,7 @@ func TestChartRunsGitssh(t *testing.T) {
 		"the restarted gitssh must take over the released leader Lease")
 	hookOut, err = runHook(cm.Data["fingerprints"])
 	g.Expect(err).NotTo(HaveOccurred(), hookOut)
-	logs := second.stop()
+	logs = second.stop()
 	g.Expect(logs).To(ContainSubstring("Loaded host keys"))
 	g.Expect(logs).NotTo(ContainSubstring("Generated host keys"))
 }
