@@ -24,7 +24,9 @@ func newSigner(t testing.TB) ssh.Signer {
 	return s
 }
 
-func authorizedKey(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
+func authorizedKey(k ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
 
 func TestParseUserCAs(t *testing.T) {
 	ca, user := newSigner(t), newSigner(t)
