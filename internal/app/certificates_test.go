@@ -9,7 +9,9 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
@@ -221,6 +223,14 @@ func TestUserCertificateCAsReload(t *testing.T) {
 	setTrustedCAs(t, ns, "serial: forty-two\n", second)
 	g.Eventually(logsIn(bySecond)).WithTimeout(eventually).Should(HaveOccurred(), "a ConfigMap that does not parse trusts no CA")
 	g.Expect(inst.log.lines("the ConfigMap does not parse", `serial: \"forty-two\" is not a serial number`)).NotTo(BeEmpty())
+	g.Eventually(func(g Gomega) {
+		var list eventsv1.EventList
+		g.Expect(env.Client.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(ContainElement(And(
+			HaveField("Reason", controllers.ReasonInvalidTrustedUserCAs),
+			HaveField("Regarding.Name", caConfigMap),
+			HaveField("Note", ContainSubstring("no certificate logs in until this ConfigMap is fixed")))))
+	}).WithTimeout(eventually).Should(Succeed(), "no Warning event on the ConfigMap")
 
 	setTrustedCAs(t, ns, "", second)
 	g.Eventually(logsIn(bySecond)).WithTimeout(eventually).Should(Succeed())

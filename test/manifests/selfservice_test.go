@@ -26,54 +26,17 @@ func TestSelfServiceKeys(t *testing.T) {
 	ctx := t.Context()
 	ns := env.Namespace(t)
 
-	out, err := helmTemplate(t, ns, "--set", "selfService.enabled=true",
-		"--set", "selfService.usernamePrefixes={oidc:}", "--set", "selfService.emailDomains={example.com}",
-		"--set", "selfService.adminGroups={gitssh-admins}", "--set", "selfService.groups={developers}")
-	g.Expect(err).NotTo(HaveOccurred())
-	m := parse(t, out)
-	policyName := "gitssh-" + ns + "-sshpublickey-self-service"
-	var selfService manifest
-	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole"} {
-		selfService = append(selfService, m.one(t, kind, policyName))
-	}
-	selfService = append(selfService, m.one(t, "RoleBinding", "gitssh-sshpublickey-self-service"))
-	applied, err := kubectl(t, selfService.yaml(t), "apply", "--server-side", "-f", "-")
-	g.Expect(err).NotTo(HaveOccurred(), string(applied))
-	t.Cleanup(func() {
-		_, _ = kubectl(t, nil, "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy,clusterrole", policyName)
-	})
-
-	as := func(user string, groups ...string) client.Client {
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
-		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-		g.Expect(err).NotTo(HaveOccurred())
-		return c
-	}
+	applySelfService(t, ns, "--set", "selfService.usernamePrefixes={oidc:}", "--set", "selfService.emailDomains={example.com}",
+		"--set", "selfService.adminGroups={gitssh-admins}")
+	as := impersonate(t)
 	alice, oidcAlice, emailAlice := as("alice", "developers"), as("oidc:alice", "developers"), as("oidc:alice@example.com", "developers")
 	elsewhereAlice := as("alice@elsewhere.org", "developers")
 	admin := as("carol", "developers", "gitssh-admins")
 	outsider := as("mallory")
 
-	n := 0
-	key := func(user string) *gitsshv1alpha1.SSHPublicKey {
-		n++
-		return &gitsshv1alpha1.SSHPublicKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%d", n)},
-			Spec:       gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: newPublicKey(t)},
-		}
-	}
+	key := keyMaker(t, ns)
 	refusedOther := `you may only register keys for your own gitssh user "alice" (from your Kubernetes user name "alice"), but spec.user is "bob"`
-
-	// The policy takes effect a little after it is created: wait until it refuses.
-	g.Eventually(func(g Gomega) {
-		k := key("bob")
-		err := alice.Create(ctx, k)
-		if err == nil {
-			_ = env.Client.Delete(ctx, k)
-		}
-		g.Expect(err).To(MatchError(ContainSubstring(refusedOther)))
-	}).WithTimeout(60*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "the self-service policy never took effect")
+	waitForPolicy(t, alice, key, refusedOther)
 
 	bobs := key("bob")
 	g.Expect(admin.Create(ctx, bobs)).To(Succeed(), "an admin group member creates keys for anyone")
@@ -121,6 +84,81 @@ func TestSelfServiceKeys(t *testing.T) {
 		g.Expect(alice.Delete(ctx, own)).To(Succeed())
 		g.Expect(admin.Delete(ctx, bobs)).To(Succeed())
 	})
+}
+
+// With the chart's defaults (no prefixes, no domains, admins are system:masters) the
+// policy's expressions compile and work too: a policy that does not compile refuses every
+// request.
+func TestSelfServiceKeysDefaults(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	applySelfService(t, ns)
+	as := impersonate(t)
+	key := keyMaker(t, ns)
+	alice := as("alice", "developers")
+	waitForPolicy(t, alice, key, `your own gitssh user "alice" (from your Kubernetes user name "alice"), but spec.user is "bob"`)
+	g.Expect(alice.Create(t.Context(), key("alice"))).To(Succeed())
+	g.Expect(as("oidc:alice", "developers").Create(t.Context(), key("alice"))).To(MatchError(ContainSubstring(`your own gitssh user "oidc:alice"`)))
+	g.Expect(env.Client.Create(t.Context(), key("bob"))).To(Succeed(), "the envtest admin is in system:masters")
+}
+
+// applySelfService renders the chart with selfService on, groups=developers and the given
+// helm arguments, and applies the policy, its binding, the ClusterRole and the RoleBinding.
+func applySelfService(t *testing.T, ns string, helmArgs ...string) {
+	t.Helper()
+	g := NewWithT(t)
+	out, err := helmTemplate(t, ns, append([]string{"--set", "selfService.enabled=true", "--set", "selfService.groups={developers}"}, helmArgs...)...)
+	g.Expect(err).NotTo(HaveOccurred())
+	m := parse(t, out)
+	policyName := "gitssh-" + ns + "-sshpublickey-self-service"
+	var selfService manifest
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole"} {
+		selfService = append(selfService, m.one(t, kind, policyName))
+	}
+	selfService = append(selfService, m.one(t, "RoleBinding", "gitssh-sshpublickey-self-service"))
+	applied, err := kubectl(t, selfService.yaml(t), "apply", "--server-side", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), string(applied))
+	t.Cleanup(func() {
+		_, _ = kubectl(t, nil, "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy,clusterrole", policyName)
+	})
+}
+
+// impersonate returns a function that makes clients acting as a user in groups.
+func impersonate(t *testing.T) func(user string, groups ...string) client.Client {
+	return func(user string, groups ...string) client.Client {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+}
+
+// keyMaker returns a function that makes a new SSHPublicKey object for user in ns.
+func keyMaker(t *testing.T, ns string) func(user string) *gitsshv1alpha1.SSHPublicKey {
+	n := 0
+	return func(user string) *gitsshv1alpha1.SSHPublicKey {
+		n++
+		return &gitsshv1alpha1.SSHPublicKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("key-%d", n)},
+			Spec:       gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: newPublicKey(t)},
+		}
+	}
+}
+
+// waitForPolicy waits until the policy, which takes effect a little after it is created,
+// refuses c a key for bob with the message want.
+func waitForPolicy(t *testing.T, c client.Client, key func(string) *gitsshv1alpha1.SSHPublicKey, want string) {
+	NewWithT(t).Eventually(func(g Gomega) {
+		k := key("bob")
+		err := c.Create(t.Context(), k)
+		if err == nil {
+			_ = env.Client.Delete(t.Context(), k)
+		}
+		g.Expect(err).To(MatchError(ContainSubstring(want)))
+	}).WithTimeout(60*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "the self-service policy never took effect")
 }
 
 // newPublicKey returns a fresh ed25519 public key as one authorized_keys line.
