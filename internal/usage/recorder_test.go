@@ -16,11 +16,13 @@ import (
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ssh"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
@@ -311,3 +313,21 @@ func (p *tcpProxy) down() {
 }
 
 func (p *tcpProxy) up() { p.listen(p.addr) }
+
+// A certificate login has no object to write: it is counted by CA, and nothing is patched.
+func TestCertificateLoginsAreCounted(t *testing.T) {
+	g := NewWithT(t)
+	c := &countingClient{Client: env.Client}
+	rec := newRecorder(c, time.Second)
+	id := authorizer.Identity{User: "alice", Fingerprint: "SHA256:certified-key", CA: "SHA256:test-ca"}
+	rec.LoginSucceeded(id)
+	rec.LoginSucceeded(id)
+	rec.KeyRefused(id)
+	g.Expect(rec.Flush(t.Context())).To(BeZero())
+	g.Expect(c.patches.Load()).To(BeZero())
+	g.Expect(testutil.GatherAndCompare(metrics.Registry, strings.NewReader(`
+# HELP gitssh_certificate_logins_total Logins with a user certificate, by the SHA256 fingerprint of the CA that signed it.
+# TYPE gitssh_certificate_logins_total counter
+gitssh_certificate_logins_total{ca="SHA256:test-ca"} 2
+`), "gitssh_certificate_logins_total")).To(Succeed())
+}
