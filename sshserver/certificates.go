@@ -224,6 +224,10 @@ func (s *Server) certificateLogin(cert *ssh.Certificate, remote net.Addr, now ti
 	if _, ok := cas.cas[ca]; !ok {
 		return nil, fmt.Errorf("its CA %s is not trusted", ca)
 	}
+	// OpenSSH refuses SHA-1 CA signatures since 8.2, as gitssh refuses them from keys.
+	if cert.Signature == nil || cert.Signature.Format == ssh.KeyAlgoRSA {
+		return nil, errors.New("its CA signed it with SHA-1 (ssh-rsa); sign with ssh-keygen -t rsa-sha2-512, or an ed25519 CA")
+	}
 	if err := CheckClientKey(cert.Key); err != nil {
 		return nil, fmt.Errorf("its key is refused: %v", err)
 	}

@@ -3,9 +3,11 @@ package sshserver
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"golang.org/x/crypto/ssh"
@@ -97,4 +99,62 @@ func TestCheckSourceAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// What the real ssh-keygen cannot make, or the integration tests do not reach: a host
+// certificate, and a CA signature with SHA-1.
+func TestCertificateLoginRefusals(t *testing.T) {
+	ca, user := newSigner(t), newSigner(t)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaCA, err := ssh.NewSignerFromKey(rsaKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha1CA, err := ssh.NewSignerWithAlgorithms(rsaCA.(ssh.AlgorithmSigner), []string{ssh.KeyAlgoRSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := ParseUserCAs(authorizedKey(ca.PublicKey())+"\n"+authorizedKey(rsaCA.PublicKey()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted := &TrustedUserCAs{}
+	trusted.Set(cas)
+	s := &Server{cfg: Config{TrustedUserCAs: trusted}}
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+	for _, tt := range []struct {
+		name     string
+		signer   ssh.Signer
+		certType uint32
+		err      string // empty: accepted
+	}{
+		{"user certificate", ca, ssh.UserCert, ""},
+		{"rsa-sha2-512 signature", rsaCA, ssh.UserCert, ""},
+		{"host certificate", ca, ssh.HostCert, "it is a host certificate"},
+		{"SHA-1 signature", sha1CA, ssh.UserCert, "its CA signed it with SHA-1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			cert := &ssh.Certificate{Key: user.PublicKey(), CertType: tt.certType, ValidPrincipals: []string{"alice"},
+				ValidBefore: ssh.CertTimeInfinity, KeyId: tt.name}
+			g.Expect(cert.SignCert(rand.Reader, tt.signer)).To(Succeed())
+			perms, err := s.certificateLogin(cert, remote, time.Now())
+			if tt.err != "" {
+				g.Expect(err).To(MatchError(ContainSubstring(tt.err)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(perms.Extensions).To(HaveKeyWithValue(extUser, "alice"))
+			g.Expect(perms.Extensions).To(HaveKeyWithValue(extCA, ssh.FingerprintSHA256(tt.signer.PublicKey())))
+		})
+	}
+	// Trusting no CA, the same certificate is refused.
+	trusted.Set(nil)
+	cert := &ssh.Certificate{Key: user.PublicKey(), CertType: ssh.UserCert, ValidPrincipals: []string{"alice"}, ValidBefore: ssh.CertTimeInfinity}
+	NewWithT(t).Expect(cert.SignCert(rand.Reader, ca)).To(Succeed())
+	_, err = s.certificateLogin(cert, remote, time.Now())
+	NewWithT(t).Expect(err).To(MatchError("no trusted user CA is configured"))
 }
