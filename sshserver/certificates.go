@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -209,10 +208,10 @@ func (t *TrustedUserCAs) Get() *UserCAs {
 	return t.current.Load()
 }
 
-// certificateLogin checks a user certificate offered by the client at remote, at time now,
-// and returns the Permissions its login carries, or why it is refused. The client's proof
-// of the certified key's private half is x/crypto's to check.
-func (s *Server) certificateLogin(cert *ssh.Certificate, remote net.Addr, now time.Time) (*ssh.Permissions, error) {
+// certificateLogin checks a user certificate offered by the client at remote ("host:port"),
+// at time now, and returns the Permissions its login carries, or why it is refused. The
+// client's proof of the certified key's private half is x/crypto's to check.
+func (s *Server) certificateLogin(cert *ssh.Certificate, remote string, now time.Time) (*ssh.Permissions, error) {
 	cas := s.cfg.TrustedUserCAs.Get()
 	if cas == nil || len(cas.cas) == 0 {
 		return nil, errors.New("no trusted user CA is configured")
@@ -285,10 +284,10 @@ func (s *Server) certificateLogin(cert *ssh.Certificate, remote net.Addr, now ti
 	return perms, nil
 }
 
-// checkSourceAddress checks remote against a source-address option: addresses and CIDR
-// blocks, separated by commas.
-func checkSourceAddress(sources string, remote net.Addr) error {
-	ap, err := netip.ParseAddrPort(remote.String())
+// checkSourceAddress checks remote ("host:port") against a source-address option:
+// addresses and CIDR blocks, separated by commas.
+func checkSourceAddress(sources, remote string) error {
+	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		return fmt.Errorf("its source-address %q cannot be checked against the client address %s", sources, remote)
 	}
@@ -328,8 +327,11 @@ func identityLogValues(p *ssh.Permissions, id Identity) []any {
 
 // certificate is the public key callbacks' answer for a certificate: checked when it is
 // offered, and again once its key is proven, as the trusted CAs may have changed meanwhile.
-func (c *conn) certificate(meta ssh.ConnMetadata, cert *ssh.Certificate, verified bool) (*ssh.Permissions, error) {
-	perms, err := c.s.certificateLogin(cert, meta.RemoteAddr(), time.Now())
+// source-address is checked against c.remote, the client's address, not the socket's peer,
+// which may be a load balancer speaking the PROXY protocol. (x/crypto checks the peer, so
+// the option is never handed back to it in Permissions.CriticalOptions.)
+func (c *conn) certificate(cert *ssh.Certificate, verified bool) (*ssh.Permissions, error) {
+	perms, err := c.s.certificateLogin(cert, c.remote, time.Now())
 	switch {
 	case err != nil:
 		c.log.Info("Refused certificate", append(certificateLogValues(cert), "reason", err.Error())...)

@@ -100,7 +100,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 				return st.refuse(errWrongUser)
 			}
 			if cert, ok := key.(*ssh.Certificate); ok {
-				return c.certificate(meta, cert, false)
+				return c.certificate(cert, false)
 			}
 			if err := CheckClientKey(key); err != nil {
 				return st.refuse(err)
@@ -119,7 +119,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 		// looked up again: the key may have been revoked since it was offered.
 		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 			if cert, ok := key.(*ssh.Certificate); ok {
-				return c.certificate(meta, cert, true)
+				return c.certificate(cert, true)
 			}
 			id, ok := c.s.auth.UserForKey(ssh.FingerprintSHA256(key))
 			if !ok {
