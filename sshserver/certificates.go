@@ -325,6 +325,9 @@ func identityLogValues(p *ssh.Permissions, id Identity) []any {
 		"serial", p.Extensions[extCertSerial], "fingerprint", id.Fingerprint}
 }
 
+// certificateRefusal is why a certificate may not log in, told apart by the metrics.
+type certificateRefusal struct{ error }
+
 // certificate is the public key callbacks' answer for a certificate: checked when it is
 // offered, and again once its key is proven, as the trusted CAs may have changed meanwhile.
 // source-address is checked against c.remote, the client's address, not the socket's peer,
@@ -335,7 +338,7 @@ func (c *conn) certificate(cert *ssh.Certificate, verified bool) (*ssh.Permissio
 	switch {
 	case err != nil:
 		c.log.Info("Refused certificate", append(certificateLogValues(cert), "reason", err.Error())...)
-		return nil, err
+		return nil, certificateRefusal{err}
 	case verified:
 		c.log.Info("Accepted certificate", append(certificateLogValues(cert), "user", perms.Extensions[extUser],
 			"forceCommand", perms.Extensions[extForceCommand])...)

@@ -63,6 +63,7 @@ const (
 	authWeakKey             = "weak_key"
 	authWrongUser           = "wrong_user"
 	authRevoked             = "revoked"               // the key went between its offer and its signature
+	authCertificateRefused  = "certificate_refused"   // a user certificate that may not log in (certificates.go)
 	authOfferedWithoutProof = "offered_without_proof" // a registered key offered, never signed for
 	authMethodNotAllowed    = "method_not_allowed"    // password, keyboard-interactive, ...
 )
@@ -173,7 +174,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range proxyHeaderRefusals {
 		m.proxyHeaders.WithLabelValues(r)
 	}
-	for _, r := range []string{authAccepted, authUnknownKey, authWeakKey, authWrongUser, authRevoked, authOfferedWithoutProof} {
+	for _, r := range []string{authAccepted, authUnknownKey, authWeakKey, authWrongUser, authRevoked, authCertificateRefused, authOfferedWithoutProof} {
 		m.authAttempts.WithLabelValues("publickey", r)
 	}
 	for _, method := range []string{"password", "keyboard-interactive", "other"} {
@@ -345,6 +346,8 @@ func (m *Metrics) authAttempt(method string, err error) {
 		result = authUnknownKey
 	case errors.Is(err, errKeyRevoked):
 		result = authRevoked
+	case errors.As(err, new(certificateRefusal)):
+		result = authCertificateRefused
 	default:
 		// CheckClientKey's refusals, and x/crypto's for signature algorithms
 		// we do not accept (ssh-rsa with SHA-1) or keys it cannot parse.

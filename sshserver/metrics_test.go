@@ -350,6 +350,7 @@ func TestAuthAttemptResults(t *testing.T) {
 		{"publickey", errUnknownKey, auth("publickey", authUnknownKey)},
 		{"publickey", errKeyRevoked, auth("publickey", authRevoked)},
 		{"publickey", CheckClientKey(&ssh.Certificate{}), auth("publickey", authWeakKey)},
+		{"publickey", certificateRefusal{errors.New("its CA is not trusted")}, auth("publickey", authCertificateRefused)},
 		{"publickey", errors.New(`ssh: algorithm "ssh-rsa" not accepted`), auth("publickey", authWeakKey)},
 		{"password", errors.New("ssh: password auth not configured"), auth("password", authMethodNotAllowed)},
 		{"keyboard-interactive", errors.New("not configured"), auth("keyboard-interactive", authMethodNotAllowed)},

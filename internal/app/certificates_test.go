@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"strings"
@@ -101,8 +102,11 @@ func TestUserCertificates(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred(), "git %s: %s", strings.Join(args, " "), out)
 	}
 	g.Expect(inst.log.lines("Accepted certificate", `"alice@laptop"`, `"serial": 7`, trusted.fingerprint)).NotTo(BeEmpty())
-	g.Expect(certificateLogins(t, trusted.fingerprint)).To(BeNumerically(">=", 1), "gitssh_certificate_logins_total")
+	g.Expect(counter(t, "gitssh_certificate_logins_total", map[string]string{"ca": trusted.fingerprint})).
+		To(BeNumerically(">=", 1), "gitssh_certificate_logins_total")
 
+	refusedBefore, weakBefore := authAttempts(t, "certificate_refused"), authAttempts(t, "weak_key")
+	refusals := 0
 	for _, tt := range []struct {
 		name string
 		ca   certificateAuthority
@@ -148,6 +152,7 @@ func TestUserCertificates(t *testing.T) {
 			key := tt.ca.certifiedKey(t, id, tt.args...)
 			out, err := inst.git(key, "", "ls-remote", inst.url("alice", "api"))
 			if tt.reason != "" {
+				refusals++
 				g.Expect(err).To(HaveOccurred(), out)
 				g.Expect(out).To(ContainSubstring("Permission denied (publickey)"))
 				// Log values are JSON: quotes in them are escaped.
@@ -159,6 +164,10 @@ func TestUserCertificates(t *testing.T) {
 			g.Expect(out).To(ContainSubstring(tt.wantOut))
 		})
 	}
+
+	// Each refusal counts in the SSH metrics as certificate_refused, none as a weak key.
+	g.Expect(authAttempts(t, "certificate_refused") - refusedBefore).To(BeNumerically(">=", refusals))
+	g.Expect(authAttempts(t, "weak_key") - weakBefore).To(BeZero())
 
 	t.Run("a forced git command runs instead of the one asked", func(t *testing.T) {
 		g := NewWithT(t)
@@ -238,24 +247,32 @@ func TestUserCertificateCAsReload(t *testing.T) {
 	g.Eventually(logsIn(bySecond)).WithTimeout(eventually).Should(HaveOccurred(), "a deleted ConfigMap trusts no CA")
 }
 
-// certificateLogins reads gitssh_certificate_logins_total{ca} from the metrics registry.
-func certificateLogins(t testing.TB, ca string) float64 {
+// counter reads the counter name{labels} from the metrics registry; 0 when it has no
+// such series.
+func counter(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "gitssh_certificate_logins_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			got := map[string]string{}
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "ca" && l.GetValue() == ca {
-					return m.GetCounter().GetValue()
-				}
+				got[l.GetName()] = l.GetValue()
+			}
+			if maps.Equal(got, labels) {
+				return m.GetCounter().GetValue()
 			}
 		}
 	}
 	return 0
+}
+
+// authAttempts reads gitssh_ssh_auth_attempts_total{method="publickey",result}.
+func authAttempts(t testing.TB, result string) float64 {
+	return counter(t, "gitssh_ssh_auth_attempts_total", map[string]string{"method": "publickey", "result": result})
 }
