@@ -4,6 +4,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +157,44 @@ func TestCertificateLoginRefusals(t *testing.T) {
 	NewWithT(t).Expect(cert.SignCert(rand.Reader, ca)).To(Succeed())
 	_, err = s.certificateLogin(cert, remote, time.Now())
 	NewWithT(t).Expect(err).To(MatchError("no trusted user CA is configured"))
+}
+
+// Behind a load balancer speaking the PROXY protocol, source-address is checked against
+// the client's address from the header, not the load balancer's: certificates made by the
+// real ssh-keygen, used by the real ssh through a relay on 127.0.0.1.
+func TestCertificateSourceAddressBehindProxy(t *testing.T) {
+	trusted := &TrustedUserCAs{}
+	e := newEnv(t, Config{ProxyProtocol: ProxyProtocolRequired,
+		ProxyProtocolTrustedCIDRs: CIDRs{netip.MustParsePrefix("127.0.0.1/32")}, TrustedUserCAs: trusted})
+	ca := e.sshKeygen("ca")
+	caPub, err := os.ReadFile(ca + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := ParseUserCAs(string(caPub), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted.Set(cas)
+	port := e.relay("127.0.0.1", proxyHeader(t, 2, "203.0.113.7"))
+	for _, tt := range []struct {
+		sources string
+		code    int // 1: logged in (and refused a shell); 255: refused
+	}{
+		{"203.0.113.0/24", 1},
+		{"127.0.0.1/32", 255},
+	} {
+		t.Run(tt.sources, func(t *testing.T) {
+			g := NewWithT(t)
+			key := e.sshKeygen("carol-" + strings.NewReplacer(".", "-", "/", "-").Replace(tt.sources))
+			out, err := exec.Command("ssh-keygen", "-q", "-s", ca, "-I", "carol@"+tt.sources, "-n", "carol",
+				"-O", "source-address="+tt.sources, key+".pub").CombinedOutput()
+			g.Expect(err).NotTo(HaveOccurred(), string(out))
+			stderr, code := e.sshTo(port, []string{key})
+			g.Expect(code).To(Equal(tt.code), stderr)
+			if tt.code == 255 {
+				g.Expect(e.logs.with(`"msg"="Refused certificate"`, `the client address 203.0.113.7 is not in its source-address`)).NotTo(BeEmpty())
+			}
+		})
+	}
 }
