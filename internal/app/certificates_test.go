@@ -18,6 +18,7 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
 const caConfigMap = "gitssh-user-cas"
@@ -73,7 +74,12 @@ func setTrustedCAs(t testing.TB, ns string, revoked string, cas ...certificateAu
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 }
 
-func withTrustedCAs(o *app.Options) { o.TrustedUserCAKeys = caConfigMap }
+// withTrustedCAs trusts the CAs of the ConfigMap caConfigMap. Penalties are off: every
+// refused certificate of these tests comes from 127.0.0.1, which they would soon refuse.
+func withTrustedCAs(o *app.Options) {
+	o.TrustedUserCAKeys = caConfigMap
+	o.SSH.PerSourcePenalties = sshserver.Penalties{Off: true}
+}
 
 // OpenSSH user certificates made by the real ssh-keygen, used by the real ssh and git: a
 // certificate logs in as its principal when every check passes, and is refused, with a log
