@@ -67,6 +67,19 @@ func TestSelfServiceKeys(t *testing.T) {
 		})
 	}
 
+	t.Run("deploy keys", func(t *testing.T) {
+		g := NewWithT(t)
+		deploy := key("")
+		deploy.Spec.Project = "alice/api"
+		err := alice.Create(ctx, deploy.DeepCopy())
+		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		g.Expect(err).To(MatchError(ContainSubstring(`but spec.user is not set (a deploy key)`)),
+			"only admins create deploy keys, even for a project of one's own")
+		g.Expect(admin.Create(ctx, deploy)).To(Succeed())
+		g.Expect(alice.Delete(ctx, deploy.DeepCopy())).To(MatchError(ContainSubstring("but this key is a deploy key")))
+		g.Expect(admin.Delete(ctx, deploy)).To(Succeed())
+	})
+
 	t.Run("update and delete", func(t *testing.T) {
 		g := NewWithT(t)
 		own := key("alice")
