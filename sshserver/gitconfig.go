@@ -88,6 +88,27 @@ var gitConfig = []struct{ key, value string }{
 	// git archive --remote only for refs and commits, not arbitrary ids.
 	{"uploadarchive.allowUnreachable", "false"},
 
+	// Partial clone (git clone --filter=...), for monorepos and CI: off by
+	// default in git ("filtering not recognized by server, ignoring"). Only
+	// filters that stay cheap are allowed: blob:none and blob:limit=N only
+	// leave blobs out of the same walk (bitmaps still apply), tree:0 sends
+	// commits only, and combine:... of those. Refused, with git's "remote
+	// error: filter '...' not supported": sparse:oid, which parses a blob of
+	// the repository as sparse-checkout patterns and matches every path of
+	// every tree against them (CPU and memory chosen by the client, no bitmap
+	// help); tree:N with N > 0, a full tree walk to depth N for each commit
+	// that saves clients little; object:type, which no git client asks for.
+	// A refused filter fails the clone; the client can drop --filter.
+	// Shallow fetches (--depth, --shallow-since, --shallow-exclude,
+	// --deepen) need no setting: upload-pack always serves them.
+	{"uploadpack.allowFilter", "true"},
+	{"uploadpackfilter.allow", "false"},
+	{"uploadpackfilter.blob:none.allow", "true"},
+	{"uploadpackfilter.blob:limit.allow", "true"},
+	{"uploadpackfilter.tree.allow", "true"},
+	{"uploadpackfilter.tree.maxDepth", "0"},
+	{"uploadpackfilter.combine.allow", "true"},
+
 	// Refuse tree entries that are ".git" on NTFS or HFS+ (git~1, .GIT,
 	// ".g\u200cit") wherever git checks paths. Both default to true on
 	// Windows and macOS clients only.
