@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 )
 
 // Config holds the server's limits. A zero field takes the documented
@@ -90,6 +92,11 @@ type Config struct {
 	// certificates.go), replaceable while the server runs. Default nil: certificates are
 	// refused.
 	TrustedUserCAs *TrustedUserCAs
+	// PackCache, when its Dir is set, serves identical fetches (CI jobs
+	// cloning one commit at once) from one git pack-objects run; see
+	// internal/packcache. The server sets its Command, GitBinary and Log.
+	// Default: off.
+	PackCache packcache.Config
 }
 
 // Defaults.

@@ -128,6 +128,11 @@ var gitConfig = []struct{ key, value string }{
 //     git refuses such repositories otherwise. Only the one directory the
 //     Authorizer picked is trusted, never "*".
 func (s *Server) gitArgs(service, dir string, maxInputSize int64) []string {
+	return append(s.gitConfigArgs(dir, maxInputSize), service, dir)
+}
+
+// gitConfigArgs is gitArgs without "SERVICE DIR".
+func (s *Server) gitConfigArgs(dir string, maxInputSize int64) []string {
 	hooks := s.cfg.GitHooksDir
 	if hooks == "" {
 		hooks = os.DevNull
@@ -139,8 +144,7 @@ func (s *Server) gitArgs(service, dir string, maxInputSize int64) []string {
 	return append(args,
 		"-c", "core.hooksPath="+hooks,
 		"-c", "receive.maxInputSize="+strconv.FormatInt(max(maxInputSize, 0), 10),
-		"-c", "safe.directory="+dir,
-		service, dir)
+		"-c", "safe.directory="+dir)
 }
 
 // gitEnv is the whole environment git runs with: no config file but the

@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -30,6 +32,8 @@ type Server struct {
 	log      logr.Logger
 	// penalties is nil when PerSourcePenalties is off.
 	penalties *penaltyBox
+	// packCache is nil when Config.PackCache is off.
+	packCache *packcache.Cache
 
 	// killAll ends every running command and connection (forced shutdown).
 	killCtx context.Context
@@ -72,6 +76,14 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 		s.penalties = newPenaltyBox(cfg.PerSourcePenalties, cfg.PenaltyExemptCIDRs, cfg.PenaltyMaxSources)
 	}
 	cfg.Metrics.watchPenalties(s.penalties)
+	if cfg.PackCache.Dir != "" {
+		pc := cfg.PackCache
+		pc.Command, pc.GitBinary, pc.Log = s.packObjects, cfg.GitBinary, log.WithName("packcache")
+		if s.packCache, err = packcache.New(pc); err != nil {
+			return nil, err
+		}
+		go s.packCache.Serve()
+	}
 	return s, nil
 }
 
@@ -251,6 +263,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		n := len(s.conns)
 		s.mu.Unlock()
 		if n == 0 {
+			s.closePackCache()
 			s.log.Info("Shut down SSH server")
 			return nil
 		}
@@ -263,10 +276,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 			s.connsWG.Wait()
+			s.closePackCache()
 			s.log.Info("Shut down SSH server, cutting running commands", "connections", n)
 			return ctx.Err()
 		case <-poll.C:
 		}
+	}
+}
+
+func (s *Server) closePackCache() {
+	if s.packCache != nil {
+		s.packCache.Close()
 	}
 }
 

@@ -213,6 +213,24 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	exit(ch, status)
 }
 
+// gitCommand is "git ARGS" in dir with env, in its own process group,
+// killed with it when ctx ends.
+func (s *Server) gitCommand(ctx context.Context, dir string, args, env []string) *exec.Cmd {
+	git := exec.CommandContext(ctx, s.cfg.GitBinary, args...)
+	git.Dir = dir
+	git.Env = env
+	git.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	git.Cancel = func() error { return syscall.Kill(-git.Process.Pid, syscall.SIGKILL) }
+	git.WaitDelay = 5 * time.Second
+	return git
+}
+
+// packObjects is the pack cache's "git pack-objects ...", with the settings
+// and environment of every git command gitssh runs.
+func (s *Server) packObjects(ctx context.Context, dir string, args []string) *exec.Cmd {
+	return s.gitCommand(ctx, dir, append(s.gitConfigArgs(dir, 0), args...), gitEnv(""))
+}
+
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
@@ -244,12 +262,15 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	git := exec.CommandContext(ctx, c.s.cfg.GitBinary, c.s.gitArgs(strings.TrimPrefix(service, "git-"), dir, maxPush)...)
-	git.Dir = dir
-	git.Env = gitEnv(gitProtocol)
-	git.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	git.Cancel = func() error { return syscall.Kill(-git.Process.Pid, syscall.SIGKILL) }
-	git.WaitDelay = 5 * time.Second
+	args := c.s.gitArgs(strings.TrimPrefix(service, "git-"), dir, maxPush)
+	env := gitEnv(gitProtocol)
+	if service == UploadPack && c.s.packCache != nil {
+		cacheEnv, done := c.s.packCache.Env(dir)
+		defer done()
+		args = append(c.s.packCache.GitConfig(), args...)
+		env = append(env, cacheEnv...)
+	}
+	git := c.s.gitCommand(ctx, dir, args, env)
 	stdin, err := git.StdinPipe()
 	if err != nil {
 		return exitRefused, 0, 0, err

@@ -1,0 +1,601 @@
+// Package packcache runs git pack-objects once for identical fetches and
+// streams its output to every client that asked, as GitLab's Gitaly does for
+// CI fan-out (50 jobs cloning one commit at once).
+//
+// git upload-pack runs uploadpack.packObjectsHook instead of pack-objects,
+// as "HOOK git pack-objects ARGS" with the wants and haves on stdin. The hook
+// is gitssh's own binary (see IsHook and RunHook): it hands its stdin,
+// stdout and stderr to the gitssh process over a Unix socket in the cache
+// directory, so that one process sees every request and can share work
+// between them. The key is a hash of the repository, the arguments and
+// stdin: everything pack-objects' output depends on. A request that differs
+// in anything (other wants or haves, shallow, a filter, progress or not)
+// has another key and simply misses.
+//
+// The first request for a key runs pack-objects into a file in the cache
+// directory; it and every request for the same key that comes while it runs
+// read that file as it grows, and later ones read it finished. A file gets
+// its final name only once pack-objects has succeeded: a pack that failed or
+// was cut short is never served again. Finished entries live for Config.TTL
+// and the oldest go first when they hold more than Config.MaxBytes.
+package packcache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Cache.
+type Config struct {
+	// Dir holds the cached packs and the hook's socket; a directory of its
+	// own (an emptyDir): files found there at start are removed.
+	Dir string
+	// MaxBytes bounds what finished entries hold on disk; the least recently
+	// used go first. Packs being written count once they are finished, and a
+	// file stays on disk while a client still reads it. Default 1 GiB.
+	MaxBytes int64
+	// TTL is how long a finished entry is served. Default 5m.
+	TTL time.Duration
+	// HookBinary is the executable git runs as uploadpack.packObjectsHook;
+	// it must call RunHook when IsHook. Default: this process's executable.
+	HookBinary string
+	// GitBinary is what the hook runs when the cache cannot serve it.
+	GitBinary string
+	// Command returns "git ARGS" (ARGS as git upload-pack gives them) for the
+	// repository dir, ended when ctx is; the cache sets its stdio.
+	Command func(ctx context.Context, dir string, args []string) *exec.Cmd
+	// Registerer takes the cache's metrics; nil: none are registered.
+	Registerer prometheus.Registerer
+	Log        logr.Logger
+}
+
+// Defaults.
+const (
+	DefaultMaxBytes int64 = 1 << 30
+	DefaultTTL            = 5 * time.Minute
+)
+
+// maxStdin bounds the request read into memory: about 1.6 million object
+// ids. A larger one runs pack-objects uncached.
+const maxStdin = 64 << 20
+
+// Environment of the hook, set by Cache.Env.
+const (
+	envSocket = "GITSSH_PACK_CACHE_SOCKET"
+	envToken  = "GITSSH_PACK_CACHE_TOKEN"
+	envGit    = "GITSSH_PACK_CACHE_GIT"
+)
+
+const socketName = "hook.sock"
+
+// Cache is a running pack cache. Create it with New, then Serve it.
+type Cache struct {
+	cfg  Config
+	m    *metrics
+	ln   *net.UnixListener
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	tokens  map[string]string // token -> repository directory
+	entries map[string]*entry // key -> entry
+	bytes   int64             // held by finished entries
+}
+
+// entry is one pack: in flight while pack-objects writes it, then finished.
+type entry struct {
+	key     string
+	created time.Time
+	// Under Cache.mu:
+	lastUsed time.Time
+	readers  int                // requests reading it
+	cancel   context.CancelFunc // stops pack-objects
+
+	mu      sync.Mutex
+	path    string // tmp-*.pack while written, KEY.pack once finished
+	size    int64
+	done    bool
+	err     error
+	changed chan struct{} // closed and replaced when size or done change
+}
+
+// New checks cfg, empties the cache directory and listens on its socket.
+func New(cfg Config) (*Cache, error) {
+	cfg.MaxBytes = cmp(cfg.MaxBytes, DefaultMaxBytes)
+	cfg.TTL = cmp(cfg.TTL, DefaultTTL)
+	if cfg.HookBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("pack cache: cannot find this program for git's pack-objects hook: %w", err)
+		}
+		cfg.HookBinary = exe
+	}
+	switch {
+	case !filepath.IsAbs(cfg.Dir):
+		return nil, fmt.Errorf("pack cache directory must be an absolute path, not %q", cfg.Dir)
+	case !filepath.IsAbs(cfg.HookBinary) || strings.ContainsAny(cfg.HookBinary, "|&;<>()$`\\\"' \t\n*?[#~=%"):
+		// git hands a hook with any of these to sh -c; gitssh runs no shell.
+		return nil, fmt.Errorf("pack cache: the hook %q must be an absolute path without spaces or shell characters", cfg.HookBinary)
+	case cfg.MaxBytes < 0 || cfg.TTL < 0:
+		return nil, errors.New("pack cache size and TTL must not be negative")
+	case cfg.Command == nil:
+		return nil, errors.New("pack cache: Config.Command is needed")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pack cache: %w", err)
+	}
+	// Entries of a previous process: nothing says they were complete.
+	for _, pattern := range []string{"*.pack", socketName} {
+		old, _ := filepath.Glob(filepath.Join(cfg.Dir, pattern))
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
+	sock := filepath.Join(cfg.Dir, socketName)
+	if len(sock) > 100 { // sun_path holds 108 bytes
+		return nil, fmt.Errorf("pack cache directory %q is too long for a Unix socket path; choose a shorter one", cfg.Dir)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("pack cache: %w", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Cache{
+		cfg: cfg, m: newMetrics(cfg.Registerer), ln: ln, ctx: ctx, stop: stop,
+		tokens: map[string]string{}, entries: map[string]*entry{},
+	}, nil
+}
+
+func cmp[T int64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Serve answers hooks until Close.
+func (c *Cache) Serve() {
+	c.wg.Go(func() {
+		t := time.NewTicker(max(c.cfg.TTL/2, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+				c.mu.Lock()
+				c.evictLocked(time.Now())
+				c.mu.Unlock()
+			}
+		}
+	})
+	for {
+		conn, err := c.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		c.wg.Go(func() { c.handle(conn) })
+	}
+}
+
+// Close stops pack-objects runs and waits for the requests in progress.
+func (c *Cache) Close() {
+	c.stop()
+	c.ln.Close()
+	c.wg.Wait()
+}
+
+// GitConfig is the "-c" setting that makes git upload-pack run the hook.
+func (c *Cache) GitConfig() []string {
+	return []string{"-c", "uploadpack.packObjectsHook=" + c.cfg.HookBinary}
+}
+
+// Env registers one upload-pack of the repository dir and returns the
+// environment its hook needs, and a func to call when upload-pack is done.
+// The hook names the repository only by its token: a key always carries the
+// directory the server authorized.
+func (c *Cache) Env(dir string) (env []string, done func()) {
+	token := rand.Text()
+	c.mu.Lock()
+	c.tokens[token] = dir
+	c.mu.Unlock()
+	git := c.cfg.GitBinary
+	if git == "" {
+		git = "git"
+	}
+	return []string{envSocket + "=" + c.ln.Addr().String(), envToken + "=" + token, envGit + "=" + git}, func() {
+		c.mu.Lock()
+		delete(c.tokens, token)
+		c.mu.Unlock()
+	}
+}
+
+// request is what the hook sends, with its stdin, stdout and stderr.
+type request struct {
+	Token string   `json:"token"`
+	Args  []string `json:"args"` // after "git": [--shallow-file ''] pack-objects ...
+}
+
+// reply is the answer: pack-objects' exit status, or Fallback when the hook
+// should run pack-objects itself (the cache has not read its stdin).
+type reply struct {
+	Exit     int  `json:"exit"`
+	Fallback bool `json:"fallback,omitempty"`
+}
+
+func (c *Cache) handle(conn *net.UnixConn) {
+	defer conn.Close()
+	buf := make([]byte, 128<<10)
+	oob := make([]byte, syscall.CmsgSpace(3*4))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return
+	}
+	files := receivedFiles(oob[:oobn])
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var req request
+	dir, ok := "", false
+	if len(files) == 3 && json.Unmarshal(buf[:n], &req) == nil && cacheable(req.Args) {
+		c.mu.Lock()
+		dir, ok = c.tokens[req.Token]
+		c.mu.Unlock()
+	}
+	if !ok {
+		json.NewEncoder(conn).Encode(reply{Fallback: true})
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	go func() {
+		// The hook never writes again: a read returns when it is gone
+		// (upload-pack killed, client gone), or when conn is closed.
+		conn.Read(make([]byte, 1))
+		cancel()
+	}()
+	status := c.serve(ctx, dir, req.Args, files[0], files[1], files[2])
+	json.NewEncoder(conn).Encode(reply{Exit: status})
+}
+
+func receivedFiles(oob []byte) []*os.File {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := syscall.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			syscall.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "hook"))
+		}
+	}
+	return files
+}
+
+// cacheable accepts the arguments git upload-pack gives pack-objects (git
+// 2.39 to 2.47): "[--shallow-file ''] pack-objects OPTIONS", where
+// --shallow-file '' (a shallow fetch) tells git to ignore the repository's
+// own shallow file and take "--shallow ID" lines from stdin. Anything else,
+// such as --uri-protocol, runs uncached.
+func cacheable(args []string) bool {
+	if len(args) >= 2 && args[0] == "--shallow-file" && args[1] == "" {
+		args = args[2:]
+	}
+	if len(args) == 0 || args[0] != "pack-objects" {
+		return false
+	}
+	for _, a := range args[1:] {
+		switch {
+		case a == "--revs", a == "--thin", a == "--stdout", a == "--progress", a == "--delta-base-offset", a == "--include-tag", a == "--shallow":
+		case strings.HasPrefix(a, "--filter="):
+		default:
+			return false
+		}
+	}
+	return slices.Contains(args, "--stdout")
+}
+
+// key names a pack by everything that decides it.
+func key(dir string, args []string, stdin []byte) string {
+	h := sha256.New()
+	for _, s := range append([]string{dir}, args...) {
+		fmt.Fprintf(h, "%d:%s\x00", len(s), s)
+	}
+	h.Write(stdin)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+var errPackObjectsFailed = errors.New("pack-objects failed")
+
+// serve answers one request and returns pack-objects' exit status.
+func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.Reader, stdout, stderr *os.File) int {
+	in, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
+	if err != nil {
+		return 128
+	}
+	if len(in) > maxStdin {
+		c.m.requests.WithLabelValues(resultBypass).Inc()
+		return c.runUncached(ctx, dir, args, io.MultiReader(bytes.NewReader(in), stdin), stdout, stderr)
+	}
+	k := key(dir, args, in)
+	e, f, created, err := c.attach(k)
+	if err != nil {
+		c.cfg.Log.Error(err, "Failed to create a pack cache entry, running pack-objects uncached")
+		c.m.requests.WithLabelValues(resultBypass).Inc()
+		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
+	}
+	result := resultHit
+	if created {
+		result = resultMiss
+		pctx, cancel := context.WithCancel(c.ctx)
+		c.mu.Lock()
+		e.cancel = cancel
+		c.mu.Unlock()
+		c.wg.Go(func() { c.produce(pctx, e, dir, args, in, stderr) })
+	}
+	c.m.requests.WithLabelValues(result).Inc()
+	sent, err := e.streamTo(ctx, f, stdout)
+	f.Close()
+	c.detach(e)
+	c.m.servedBytes.WithLabelValues(result).Add(float64(sent))
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errPackObjectsFailed) && sent == 0:
+		// Nothing reached this client yet: let it have its own run, which
+		// also shows it git's own error if the request was at fault.
+		c.m.requests.WithLabelValues(resultBypass).Inc()
+		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
+	default:
+		if ctx.Err() == nil {
+			c.cfg.Log.Error(err, "Failed to serve a pack from the cache", "bytesSent", sent)
+		}
+		return 128
+	}
+}
+
+// attach finds the entry for k or creates it, and opens its file for reading.
+func (c *Cache) attach(k string) (e *entry, f *os.File, created bool, err error) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evictLocked(now)
+	if e = c.entries[k]; e != nil {
+		e.mu.Lock()
+		f, err = os.Open(e.path)
+		e.mu.Unlock()
+		if err == nil {
+			e.readers++
+			e.lastUsed = now
+			return e, f, false, nil
+		}
+		c.dropLocked(e, "")
+	}
+	w, err := os.CreateTemp(c.cfg.Dir, "tmp-*.pack")
+	if err != nil {
+		return nil, nil, false, err
+	}
+	w.Close() // produce opens it again; readers need a name
+	if f, err = os.Open(w.Name()); err != nil {
+		os.Remove(w.Name())
+		return nil, nil, false, err
+	}
+	e = &entry{key: k, created: now, lastUsed: now, readers: 1, path: w.Name(), changed: make(chan struct{})}
+	c.entries[k] = e
+	c.m.entries.Set(float64(len(c.entries)))
+	return e, f, true, nil
+}
+
+// detach ends a request's reading; pack-objects stops when nobody waits for it.
+func (c *Cache) detach(e *entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.readers--
+	if e.readers == 0 && !e.finished() && e.cancel != nil {
+		e.cancel()
+	}
+}
+
+// produce runs pack-objects into e's file, then names the file for good or
+// removes it.
+func (c *Cache) produce(ctx context.Context, e *entry, dir string, args []string, stdin []byte, stderr io.Writer) {
+	start := time.Now()
+	f, err := os.OpenFile(e.path, os.O_WRONLY, 0)
+	if err == nil {
+		cmd := c.cfg.Command(ctx, dir, args)
+		cmd.Stdin = bytes.NewReader(stdin)
+		cmd.Stdout = &entryWriter{e: e, f: f}
+		// The first client's progress messages; another writer than an
+		// *os.File, so that the client going away cannot stop the run.
+		cmd.Stderr = ignoreErrors{stderr}
+		err = cmd.Run()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	e.mu.Lock()
+	size := e.size
+	e.mu.Unlock()
+	c.m.generatedBytes.Add(float64(size))
+	c.m.runDuration.Observe(time.Since(start).Seconds())
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		final := filepath.Join(c.cfg.Dir, e.key+".pack")
+		e.mu.Lock()
+		if err = os.Rename(e.path, final); err == nil {
+			e.path = final
+		}
+		e.mu.Unlock()
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			c.cfg.Log.Info("Failed to write a pack into the cache", "error", err.Error(), "repository", dir)
+		}
+		e.finish(fmt.Errorf("%w: %v", errPackObjectsFailed, err))
+		c.dropLocked(e, "")
+		return
+	}
+	e.finish(nil)
+	c.bytes += size
+	c.m.bytes.Set(float64(c.bytes))
+	c.evictLocked(time.Now())
+}
+
+// evictLocked drops finished entries past their TTL, then the least recently
+// used until the rest fit in MaxBytes. Readers keep their open files.
+func (c *Cache) evictLocked(now time.Time) {
+	var finished []*entry
+	for _, e := range c.entries {
+		if !e.finished() {
+			continue
+		}
+		if now.Sub(e.created) >= c.cfg.TTL {
+			c.dropLocked(e, "ttl")
+			continue
+		}
+		finished = append(finished, e)
+	}
+	slices.SortFunc(finished, func(a, b *entry) int { return a.lastUsed.Compare(b.lastUsed) })
+	for _, e := range finished {
+		if c.bytes <= c.cfg.MaxBytes {
+			break
+		}
+		c.dropLocked(e, "size")
+	}
+}
+
+// dropLocked removes e from the cache and its file from the disk.
+func (c *Cache) dropLocked(e *entry, reason string) {
+	if c.entries[e.key] == e {
+		delete(c.entries, e.key)
+	}
+	e.mu.Lock()
+	path, size, ok := e.path, e.size, e.done && e.err == nil
+	e.mu.Unlock()
+	os.Remove(path)
+	if ok {
+		c.bytes -= size
+		c.m.bytes.Set(float64(c.bytes))
+	}
+	if reason != "" {
+		c.m.evictions.WithLabelValues(reason).Inc()
+	}
+	c.m.entries.Set(float64(len(c.entries)))
+}
+
+func (e *entry) finished() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.done
+}
+
+func (e *entry) finish(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.done, e.err = true, err
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// streamTo copies e's pack from f to w as pack-objects writes it.
+func (e *entry) streamTo(ctx context.Context, f *os.File, w io.Writer) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var off int64
+	for {
+		e.mu.Lock()
+		size, done, err, changed := e.size, e.done, e.err, e.changed
+		e.mu.Unlock()
+		if off < size {
+			n, rerr := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return off, werr
+				}
+				off += int64(n)
+			}
+			if rerr != nil && rerr != io.EOF {
+				return off, rerr
+			}
+			continue
+		}
+		if done {
+			return off, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return off, ctx.Err()
+		}
+	}
+}
+
+// entryWriter appends to e's file and tells its readers.
+type entryWriter struct {
+	e *entry
+	f *os.File
+}
+
+func (w *entryWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.e.mu.Lock()
+	w.e.size += int64(n)
+	close(w.e.changed)
+	w.e.changed = make(chan struct{})
+	w.e.mu.Unlock()
+	return n, err
+}
+
+type ignoreErrors struct{ w io.Writer }
+
+func (i ignoreErrors) Write(p []byte) (int, error) {
+	i.w.Write(p)
+	return len(p), nil
+}
+
+// runUncached runs pack-objects for this request alone.
+func (c *Cache) runUncached(ctx context.Context, dir string, args []string, stdin io.Reader, stdout, stderr *os.File) int {
+	cmd := c.cfg.Command(ctx, dir, args)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode()
+	default:
+		return 128
+	}
+}

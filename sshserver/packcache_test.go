@@ -1,0 +1,265 @@
+package sshserver
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gitssh-dev/gitssh/internal/packcache"
+)
+
+// cacheEnv is a server with the pack cache on, whose git is a wrapper that
+// counts pack-objects runs and fails the next one when told to.
+type cacheEnv struct {
+	*env
+	reg      *prometheus.Registry
+	cacheDir string
+	runs     string // one line per pack-objects run
+	failNext string // while this file exists, pack-objects writes half a pack and fails
+	hold     string // while this file exists, pack-objects waits before it starts
+}
+
+func newCacheEnv(t *testing.T, pc packcache.Config) *cacheEnv {
+	t.Helper()
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git not installed")
+	}
+	dir := t.TempDir()
+	ce := &cacheEnv{reg: prometheus.NewRegistry(), cacheDir: filepath.Join(dir, "cache"),
+		runs: filepath.Join(dir, "runs"), failNext: filepath.Join(dir, "fail-next"), hold: filepath.Join(dir, "hold")}
+	wrapper := filepath.Join(dir, "git")
+	script := fmt.Sprintf(`#!/bin/sh
+case " $* " in
+*" pack-objects "*)
+	echo run >>%[1]s
+	while [ -e %[4]s ]; do sleep 0.05; done
+	if [ -e %[2]s ]; then
+		cat >/dev/null
+		printf 'PACK\0\0\0\2\0\0\0\7half a pack'
+		exit 1
+	fi ;;
+esac
+exec %[3]s "$@"
+`, ce.runs, ce.failNext, real, ce.hold)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pc.Dir, pc.Registerer = ce.cacheDir, ce.reg
+	ce.env = newEnv(t, Config{GitBinary: wrapper, PackCache: pc})
+	return ce
+}
+
+// packObjectsRuns counts pack-objects runs, cached or not.
+func (ce *cacheEnv) packObjectsRuns() int {
+	b, _ := os.ReadFile(ce.runs)
+	return strings.Count(string(b), "run\n")
+}
+
+// metric sums the samples of a metric whose labels include the given ones.
+func (ce *cacheEnv) metric(name string, labels ...string) float64 {
+	families, err := ce.reg.Gather()
+	if err != nil {
+		ce.t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	samples:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue samples
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// cachedPacks lists the finished entries on disk.
+func (ce *cacheEnv) cachedPacks() []string {
+	all, _ := filepath.Glob(filepath.Join(ce.cacheDir, "*.pack"))
+	var done []string
+	for _, p := range all {
+		if !strings.HasPrefix(filepath.Base(p), "tmp-") {
+			done = append(done, p)
+		}
+	}
+	return done
+}
+
+// clone clones acme/api as bob with extra options and checks the clone.
+func (ce *cacheEnv) clone(g *WithT, dir string, opts ...string) {
+	args := append([]string{"-c", "protocol.version=2", "clone", "-q", "--bare"}, opts...)
+	out, err := ce.gitAs("bob", ce.dir, append(args, ce.url("acme/api.git"), dir)...)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	out, err = ce.gitAs("", dir, "fsck", "--no-progress", "--no-dangling")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+}
+
+// addBranch writes a branch holding one file of size random bytes straight
+// into acme/api, so that each branch has a pack of about that size.
+func addBranch(e *env, branch string, size int) {
+	data := make([]byte, size)
+	rand.Read(data)
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir = filepath.Join(e.dir, "repos", "acme", "api.git")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("commit refs/heads/%s\ncommitter T <t@example.com> %d +0000\ndata 3\n%s\nM 100644 inline data.bin\ndata %d\n%s\n",
+		branch, historyStart, branch[:3], size, data))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("git fast-import: %v\n%s", err, out)
+	}
+}
+
+func TestPackCacheParallelClones(t *testing.T) {
+	ce := newCacheEnv(t, packcache.Config{})
+	fillHistory(ce.env, "api")
+	g := NewWithT(t)
+
+	// pack-objects is held until every clone has asked for the pack: all
+	// ten wait for the one run, and read its pack as it is written.
+	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+	const n = 10
+	var wg sync.WaitGroup
+	clones := make([]string, n)
+	for i := range n {
+		clones[i] = filepath.Join(ce.dir, fmt.Sprintf("clone-%d", i))
+		wg.Go(func() { ce.clone(NewWithT(t), clones[i]) })
+	}
+	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total") }, "60s").Should(Equal(float64(n)))
+	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+	g.Expect(ce.cachedPacks()).To(BeEmpty(), "no entry is final before pack-objects has succeeded")
+	g.Expect(os.Remove(ce.hold)).To(Succeed())
+	wg.Wait()
+	g.Expect(ce.packObjectsRuns()).To(Equal(1), "ten identical clones, one pack-objects")
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(Equal(1.0))
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(n - 1)))
+	head := ce.git(clones[0], "rev-parse", "main")
+	for _, c := range clones {
+		g.Expect(ce.git(c, "rev-parse", "main")).To(Equal(head))
+	}
+	generated := ce.metric("gitssh_pack_cache_generated_bytes_total")
+	g.Expect(generated).To(BeNumerically(">", 0))
+	g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(n * generated))
+	g.Expect(ce.cachedPacks()).To(HaveLen(1))
+}
+
+func TestPackCacheKeys(t *testing.T) {
+	ce := newCacheEnv(t, packcache.Config{})
+	fillHistory(ce.env, "api")
+	addBranch(ce.env, "other", 1000)
+	// Each request twice: the first runs pack-objects, the second is served
+	// from the cache. Every request differs from all others in something.
+	for i, opts := range [][]string{
+		{"--single-branch", "--branch=main"},
+		{"--single-branch", "--branch=other"},
+		{"--depth=1", "--branch=main"},
+		{"--depth=2", "--branch=main"},
+		{"--filter=blob:none"},
+		{"--filter=blob:limit=1k"},
+		{"--filter=tree:0"},
+		// Three commits; two would be the same request as --depth=2.
+		{"--shallow-since=@" + fmt.Sprint(historyStart+86400+3600)},
+		{"--no-tags"},
+	} {
+		t.Run(strings.Join(opts, " "), func(t *testing.T) {
+			g := NewWithT(t)
+			for round := range 2 {
+				ce.clone(g, filepath.Join(t.TempDir(), "clone"), opts...)
+				g.Expect(ce.packObjectsRuns()).To(Equal(i+1), "round %d", round)
+			}
+			g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(i + 1)))
+		})
+	}
+
+	// A fetch into a clone sends haves: another key again, and a correct pack.
+	g := NewWithT(t)
+	clone := filepath.Join(ce.dir, "fetcher")
+	ce.clone(g, clone, "--single-branch", "--branch=main")
+	before := ce.packObjectsRuns()
+	addBranch(ce.env, "newer", 500)
+	out, err := ce.gitAs("bob", clone, "fetch", "-q", "origin", "newer:newer")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(ce.packObjectsRuns()).To(Equal(before + 1))
+	out, err = ce.gitAs("", clone, "fsck", "--no-progress")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+}
+
+func TestPackCacheEviction(t *testing.T) {
+	ce := newCacheEnv(t, packcache.Config{MaxBytes: 100 << 10})
+	g := NewWithT(t)
+	for _, b := range []string{"aaa", "bbb", "ccc"} {
+		addBranch(ce.env, b, 60<<10)
+	}
+	clone := func(branch string) {
+		ce.clone(g, filepath.Join(ce.dir, "clone-"+fmt.Sprint(time.Now().UnixNano())), "--single-branch", "--branch="+branch)
+	}
+	clone("aaa")
+	clone("bbb") // aaa goes: both do not fit in 100 KiB
+	g.Expect(ce.metric("gitssh_pack_cache_evictions_total", "reason", "size")).To(Equal(1.0))
+	g.Expect(ce.cachedPacks()).To(HaveLen(1))
+	g.Expect(ce.metric("gitssh_pack_cache_bytes")).To(BeNumerically("<=", 100<<10))
+	runs := ce.packObjectsRuns()
+	clone("bbb")
+	g.Expect(ce.packObjectsRuns()).To(Equal(runs), "bbb is still cached")
+	clone("aaa")
+	g.Expect(ce.packObjectsRuns()).To(Equal(runs+1), "aaa was evicted")
+
+	var size int64
+	for _, p := range ce.cachedPacks() {
+		fi, err := os.Stat(p)
+		g.Expect(err).NotTo(HaveOccurred())
+		size += fi.Size()
+	}
+	g.Expect(size).To(BeNumerically("<=", 100<<10))
+}
+
+func TestPackCacheTTL(t *testing.T) {
+	ce := newCacheEnv(t, packcache.Config{TTL: 50 * time.Millisecond})
+	fillHistory(ce.env, "api")
+	g := NewWithT(t)
+	ce.clone(g, filepath.Join(ce.dir, "one"))
+	time.Sleep(60 * time.Millisecond) // the TTL itself is under test
+	ce.clone(g, filepath.Join(ce.dir, "two"))
+	g.Expect(ce.packObjectsRuns()).To(Equal(2))
+	g.Expect(ce.metric("gitssh_pack_cache_evictions_total", "reason", "ttl")).To(BeNumerically(">=", 1))
+}
+
+func TestPackCacheNeverServesAFailedPack(t *testing.T) {
+	ce := newCacheEnv(t, packcache.Config{})
+	fillHistory(ce.env, "api")
+	g := NewWithT(t)
+
+	// pack-objects writes half a pack and fails: that clone fails, and
+	// nothing of it stays in the cache.
+	g.Expect(os.WriteFile(ce.failNext, nil, 0o600)).To(Succeed())
+	out, err := ce.gitAs("bob", ce.dir, "clone", "-q", "--bare", ce.url("acme/api.git"), filepath.Join(ce.dir, "broken"))
+	g.Expect(err).To(HaveOccurred(), out)
+	g.Expect(os.Remove(ce.failNext)).To(Succeed())
+	g.Expect(ce.cachedPacks()).To(BeEmpty())
+	left, _ := filepath.Glob(filepath.Join(ce.cacheDir, "tmp-*"))
+	g.Expect(left).To(BeEmpty())
+
+	// The next identical clone runs pack-objects again and is whole.
+	runs := ce.packObjectsRuns()
+	ce.clone(g, filepath.Join(ce.dir, "good"))
+	g.Expect(ce.packObjectsRuns()).To(Equal(runs + 1))
+	g.Expect(ce.cachedPacks()).To(HaveLen(1))
+}
