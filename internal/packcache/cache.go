@@ -300,8 +300,8 @@ func receivedFiles(oob []byte) []*os.File {
 }
 
 // cacheable accepts the arguments git upload-pack gives pack-objects (git
-// 2.39 to 2.47): "[--shallow-file ”] pack-objects OPTIONS", where
-// --shallow-file ” (a shallow fetch) tells git to ignore the repository's
+// 2.39 to 2.47): "[--shallow-file ""] pack-objects OPTIONS", where
+// --shallow-file "" (a shallow fetch) tells git to ignore the repository's
 // own shallow file and take "--shallow ID" lines from stdin. Anything else,
 // such as --uri-protocol, runs uncached.
 func cacheable(args []string) bool {

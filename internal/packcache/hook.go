@@ -11,7 +11,7 @@ import (
 )
 
 // IsHook reports whether git started this process as
-// uploadpack.packObjectsHook of a Cache: "HOOK git [--shallow-file ”] pack-objects ARGS"
+// uploadpack.packObjectsHook of a Cache: "HOOK git [--shallow-file ""] pack-objects ARGS"
 // with the cache's environment. main calls RunHook then, before anything else.
 func IsHook() bool {
 	return len(os.Args) > 2 && os.Args[1] == "git" && slices.Contains(os.Args[2:], "pack-objects") && os.Getenv(envSocket) != ""
