@@ -26,12 +26,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 )
 
 func main() {
+	// git upload-pack runs this binary as its pack-objects hook: hand the
+	// request to the gitssh process that serves the pack cache.
+	if packcache.IsHook() {
+		os.Exit(packcache.RunHook())
+	}
 	var opts app.Options
 	opts.BindFlags(flag.CommandLine)
-
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -59,6 +59,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/app"
 	"github.com/gitssh-dev/gitssh/internal/testenv"
@@ -78,6 +79,11 @@ const (
 )
 
 func main() {
+	// With --pack-cache-dir in DEV_ARGS, git runs this binary as its
+	// pack-objects hook, as it runs gitssh's.
+	if packcache.IsHook() {
+		os.Exit(packcache.RunHook())
+	}
 	opts, zapOpts, err := gitsshOptions(os.Getenv("DEV_ARGS"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gitssh dev:", err)

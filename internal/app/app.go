@@ -180,6 +180,9 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	}
 	// On controller-runtime's registry, so they are served with its own metrics.
 	opts.SSH.Metrics = sshserver.NewMetrics(ctrlmetrics.Registry)
+	if opts.SSH.PackCache.Dir != "" && opts.SSH.PackCache.Registerer == nil {
+		opts.SSH.PackCache.Registerer = ctrlmetrics.Registry
+	}
 	server, err := sshserver.New(opts.SSH, hostKeys, authz, usageRecorder, log.WithName("ssh"))
 	if err != nil {
 		return err

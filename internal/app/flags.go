@@ -4,6 +4,7 @@ import (
 	"flag"
 
 	"github.com/gitssh-dev/gitssh/controllers"
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
@@ -48,5 +49,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.SSH.MaxSessionDuration, "ssh-max-session-duration", 0, "Kill a git command running longer than this; 0 means no limit.")
 	fs.DurationVar(&o.SSH.ShutdownGracePeriod, "ssh-shutdown-grace-period", sshserver.DefaultShutdownGracePeriod, "On shutdown, how long running git commands may take to finish.")
 	fs.TextVar((*ByteSize)(&o.SSH.MaxPushSize), "ssh-max-push-size", ByteSize(sshserver.DefaultMaxPushSize), "The largest pack one push may send (git's receive.maxInputSize), as a quantity such as 500Mi or 2Gi; a larger push is refused and nothing of it is kept. 0: the default; negative: no limit.")
+	fs.StringVar(&o.SSH.PackCache.Dir, "pack-cache-dir", "", "A directory of its own (an emptyDir) for the pack cache: identical fetches at the same time, such as CI jobs cloning one commit, are served from one git pack-objects run. Empty: no cache.")
+	fs.TextVar((*ByteSize)(&o.SSH.PackCache.MaxBytes), "pack-cache-max-size", ByteSize(packcache.DefaultMaxBytes), "The most the pack cache keeps on disk, as a quantity such as 512Mi or 2Gi; the least recently used packs go first.")
+	fs.DurationVar(&o.SSH.PackCache.TTL, "pack-cache-ttl", packcache.DefaultTTL, "How long a cached pack is served after it was made.")
 	fs.StringVar(&o.SSH.GitHooksDir, "ssh-git-hooks-dir", "", "An absolute path to a directory of git hooks (pre-receive, update, post-receive, ...) run for every repository; pushers must not be able to write it. Empty: no hooks run, not even those in a repository's hooks/.")
 }

@@ -67,6 +67,9 @@ func TestChartDefaults(t *testing.T) {
 		"ssh-max-session-duration":         "0s",
 		"ssh-shutdown-grace-period":        "30s",
 		"ssh-max-push-size":                "1Gi",
+		"pack-cache-dir":                   "/var/cache/gitssh/packs",
+		"pack-cache-max-size":              "1Gi",
+		"pack-cache-ttl":                   "5m",
 		"usage-flush-interval":             "1m",
 		"max-key-lifetime":                 "0s",
 		"key-expiry-warning":               "168h",
@@ -89,6 +92,9 @@ func TestChartDefaults(t *testing.T) {
 	))
 	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
 		HaveKeyWithValue("persistentVolumeClaim", map[string]any{"claimName": "gitssh-repositories"})))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
+		map[string]any{"name": "pack-cache", "emptyDir": map[string]any{}}))
+	g.Expect(c["volumeMounts"]).To(ContainElement(map[string]any{"name": "pack-cache", "mountPath": "/var/cache/gitssh/packs"}))
 
 	svc := m.one(t, "Service", "gitssh")
 	g.Expect(nested(t, svc, "spec", "type")).To(Equal("LoadBalancer"))
@@ -177,7 +183,11 @@ func TestChartCustomValues(t *testing.T) {
 		HaveKeyWithValue("stale-key-after", "720h"),
 		HaveKeyWithValue("trusted-user-ca-keys", "acme-user-cas"),
 		HaveKeyWithValue("zap-log-level", "debug"),
+		HaveKeyWithValue("pack-cache-max-size", "256Mi"),
+		HaveKeyWithValue("pack-cache-ttl", "1m"),
 	))
+	g.Expect(nested(t, deploy, "spec", "template", "spec", "volumes")).To(ContainElement(
+		map[string]any{"name": "pack-cache", "emptyDir": map[string]any{"sizeLimit": "1Gi"}}))
 
 	// Self-service: the policy, its binding to the release namespace, and "may manage own
 	// keys" bound to developers (the policy's behaviour: TestSelfServiceKeys).
@@ -220,7 +230,7 @@ func TestChartServiceOptions(t *testing.T) {
 		"--set", "service.externalTrafficPolicy=Local",
 		"--set", "service.loadBalancerSourceRanges={203.0.113.0/24,198.51.100.0/24}",
 		"--set", "persistence.storageClass=fast", "--set", "persistence.size=50Gi",
-		"--set", "metrics.enabled=false", "--set", "leaderElection.enabled=false")
+		"--set", "metrics.enabled=false", "--set", "leaderElection.enabled=false", "--set", "packCache.enabled=false")
 	g.Expect(err).NotTo(HaveOccurred())
 	m := parse(t, out)
 	svc := m.one(t, "Service", "gitssh")
@@ -233,7 +243,10 @@ func TestChartServiceOptions(t *testing.T) {
 	g.Expect(args(t, m.one(t, "Deployment", "gitssh"))).To(And(
 		HaveKeyWithValue("metrics-bind-address", "0"),
 		HaveKeyWithValue("leader-elect", "false"),
+		Not(HaveKey("pack-cache-dir")),
 	))
+	g.Expect(nested(t, m.one(t, "Deployment", "gitssh"), "spec", "template", "spec", "volumes")).NotTo(ContainElement(
+		HaveKeyWithValue("name", "pack-cache")))
 	applyDryRun(t, "gitssh-system", m.without("CustomResourceDefinition"))
 }
 

@@ -24,12 +24,18 @@ import (
 
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
 	"github.com/gitssh-dev/gitssh/internal/hostkeys"
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
 const benchUser = "bench"
 
 func main() {
+	// git upload-pack runs this binary as its pack-objects hook when the
+	// pack cache is on, as it runs gitssh's.
+	if packcache.IsHook() {
+		os.Exit(packcache.RunHook())
+	}
 	listen := flag.String("listen", "127.0.0.1:2222", "address to listen on")
 	repoRoot := flag.String("repo-root", "", "directory holding OWNER/PROJECT.git bare repositories")
 	hostKey := flag.String("host-key", "", "OpenSSH private host key file (the same one sshd gets, for a fair comparison)")
@@ -37,6 +43,7 @@ func main() {
 	copyBuf := flag.Int("copy-buffer", 0, "sshserver.Config.CopyBufferSize; 0 takes the default")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM/SIGINT")
 	verbose := flag.Bool("v", false, "log to stderr")
+	packCacheDir := flag.String("pack-cache-dir", "", "sshserver.Config.PackCache.Dir; empty: no pack cache")
 	flag.Parse()
 	if *repoRoot == "" || *hostKey == "" || *authorizedKeys == "" {
 		log.Fatal("-repo-root, -host-key and -authorized-keys are required")
@@ -59,7 +66,7 @@ func main() {
 	if *verbose {
 		logger = funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{Verbosity: 1})
 	}
-	srv, err := sshserver.New(sshserver.Config{CopyBufferSize: *copyBuf}, signers, auth, nil, logger)
+	srv, err := sshserver.New(sshserver.Config{CopyBufferSize: *copyBuf, PackCache: packcache.Config{Dir: *packCacheDir}}, signers, auth, nil, logger)
 	if err != nil {
 		log.Fatal(err)
 	}
