@@ -8,7 +8,10 @@
 #   BENCH_OUT=hack/bench/out  cache for the generated repositories and results
 #   BENCH_CIPHER=          force one cipher on the client for both servers,
 #                          e.g. aes128-gcm@openssh.com (default: client's choice)
-#   BENCH_CASES="big small ls-remote ls-remote-10k parallel"
+#   BENCH_CASES="big small ls-remote ls-remote-10k parallel"; "fanout" (30 parallel
+#                          clones of one new commit of a ~100 MB repository, OpenSSH and
+#                          gitssh with the pack cache off and on) runs only when named
+#   FANOUT=30              clones per fan-out run
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
 #   BENCH_COPY_BUFFER=N    sshserver.Config.CopyBufferSize for the gitssh server
@@ -80,8 +83,39 @@ gen_small() { # 20,000 small text files over 400 commits, through fast-import
 	touch "$d/.bench-complete"
 }
 
+gen_fanout() { # ~100 MB: 1,000 commits, each adds 10 files of 12 KiB of base64 text and edits 5 older ones
+	local d=$REPOS/bench/fanout.git
+	[[ -f $d/.bench-complete ]] && return
+	log "generating $d (~100 MB, 10,000 files, 1,000 commits)"
+	rm -rf "$d"
+	git init -q --bare "$d"
+	perl -MMIME::Base64 -e '
+		open(my $r, "<", "/dev/urandom") or die;
+		my $t = 1700000000;
+		for my $c (0 .. 999) {
+			my $msg = "commit $c\n";
+			print "commit refs/heads/main\ncommitter bench <bench\@localhost> ", $t + $c * 600, " +0000\n";
+			print "data ", length($msg), "\n$msg";
+			for my $f (0 .. 9) {
+				read($r, my $raw, 9216) == 9216 or die;
+				my $body = encode_base64($raw);
+				printf "M 100644 inline dir%02d/file%05d.txt\ndata %d\n%s\n", $f, $c * 10 + $f, length($body), $body;
+			}
+			next if $c < 1;
+			for my $e (1 .. 5) {
+				my $n = int(rand($c * 10));
+				my $body = "edit $c of file $n\n" x 40;
+				printf "M 100644 inline dir%02d/edit%05d.txt\ndata %d\n%s\n", $n % 10, $n, length($body), $body;
+			}
+		}' | git --git-dir="$d" fast-import --quiet
+	git --git-dir="$d" symbolic-ref HEAD refs/heads/main
+	git --git-dir="$d" repack -adq
+	touch "$d/.bench-complete"
+}
+
 gen_big
 gen_small
+[[ " $CASES " == *" fanout "* ]] && gen_fanout
 BIG_MB=$(du -sm "$REPOS/bench/big.git" | cut -f1)
 SMALL_MB=$(du -sm "$REPOS/bench/small.git" | cut -f1)
 
@@ -193,6 +227,8 @@ GITSSH_PORT=$(free_port)
 start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}"
 GITSSH10K_PORT=$(free_port)
 start_gitssh_at gitssh-10k "$OUT/keys/authorized_keys_10001" "$GITSSH10K_PORT"
+GITSSHCACHE_PORT=$(free_port)
+start_gitssh_at gitssh-cache "$OUT/keys/client.pub" "$GITSSHCACHE_PORT" -pack-cache-dir "$WORK/pack-cache" "${GITSSH_FLAGS[@]}"
 
 # The same client options for both servers. KEX is pinned because OpenSSH 9.2
 # would pick sntrup761x25519 from sshd, which gitssh does not offer.
@@ -210,11 +246,12 @@ url() { # SERVER REPO
 	openssh-10k) echo "ssh://root@127.0.0.1:$SSHD10K_PORT$REPOS/bench/$2.git" ;;
 	gitssh) echo "ssh://git@127.0.0.1:$GITSSH_PORT/bench/$2.git" ;;
 	gitssh-10k) echo "ssh://git@127.0.0.1:$GITSSH10K_PORT/bench/$2.git" ;;
+	gitssh-cache) echo "ssh://git@127.0.0.1:$GITSSHCACHE_PORT/bench/$2.git" ;;
 	esac
 }
 
 # Both servers must give the same refs, over protocol v2.
-for s in openssh openssh-10k gitssh gitssh-10k; do
+for s in openssh openssh-10k gitssh gitssh-10k gitssh-cache; do
 	for r in big small; do
 		GIT_TRACE_PACKET=1 git ls-remote "$(url $s $r)" >"$WORK/ls-$s-$r" 2>"$WORK/trace-$s-$r" ||
 			die "git ls-remote $(url $s $r) failed: $(tail -3 "$WORK/trace-$s-$r")"
@@ -267,7 +304,60 @@ label() {
 	esac
 }
 
+# fanout: FANOUT clones at once of a commit made just before, so that the
+# first of them finds no cached pack (CI jobs after a push). Per server and
+# run: each clone's time, and the server's CPU for the whole run.
+FANOUT=${FANOUT:-30}
+fanout_run() { # SERVER RUN
+	local s=$1 d=$WORK/fanout i pids=() fail=0
+	rm -rf "$d"
+	mkdir -p "$d"
+	for i in $(seq "$FANOUT"); do
+		(
+			t0=$(now)
+			git clone -q --bare "$(url "$s" fanout)" "$d/x$i.git" || exit 1
+			t1=$(now)
+			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >"$d/t$i"
+		) &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i" || fail=1; done
+	((fail == 0)) || die "a fan-out clone from $s failed"
+	git --git-dir="$d/x1.git" fsck --no-progress -q || die "a fan-out clone from $s is broken"
+	cat "$d"/t* >>"$WORK/fanout-t-$s"
+	rm -rf "$d"
+}
+new_commit() { # a new commit on main: a new pack to make for everyone
+	local g="git --git-dir=$REPOS/bench/fanout.git"
+	$g update-ref refs/heads/main "$($g -c user.name=bench -c user.email=bench@localhost commit-tree -p main -m "run $1" 'main^{tree}')"
+}
+p95() { sort -n "$1" | awk '{ v[NR] = $1 } END { i = int(NR * 0.95 + 0.999); if (i < 1) i = 1; print v[i] }'; }
+FANOUT_SERVERS="openssh gitssh gitssh-cache"
+declare -A FANOUT_PID=([openssh]=sshd [gitssh]=gitssh [gitssh-cache]=gitssh-cache)
+if [[ " $CASES " == *" fanout "* ]]; then
+	log "case fanout: $FANOUT parallel clones, $RUNS runs per server, interleaved"
+	new_commit warm-up
+	for s in $FANOUT_SERVERS; do fanout_run "$s" 0; done # warm-up
+	for s in $FANOUT_SERVERS; do : >"$WORK/fanout-t-$s"; : >"$WORK/fanout-cpu-$s"; : >"$WORK/fanout-wall-$s"; done
+	for i in $(seq "$RUNS"); do
+		order=$FANOUT_SERVERS
+		((i % 2)) || order=$(echo "$FANOUT_SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
+		for s in $order; do
+			new_commit "$i-$s"
+			sleep 0.5 # let sshd reap its children
+			c0=$(cpu "${SERVER_PID[${FANOUT_PID[$s]}]}")
+			t0=$(now)
+			fanout_run "$s" "$i"
+			t1=$(now)
+			sleep 0.5
+			awk -v a="$c0" -v b="$(cpu "${SERVER_PID[${FANOUT_PID[$s]}]}")" 'BEGIN { printf "%.2f\n", b - a }' >>"$WORK/fanout-cpu-$s"
+			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >>"$WORK/fanout-wall-$s"
+		done
+	done
+fi
+
 for c in $CASES; do
+	[[ $c == fanout ]] && continue
 	label "$c" >/dev/null
 	log "case $c: $RUNS runs per server, interleaved"
 	: >"$WORK/t-$c-openssh"
@@ -299,10 +389,24 @@ fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else print
 	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH | server CPU per run, OpenSSH / gitssh |"
 	echo "|---|---:|---:|---:|---:|"
 	for c in $CASES; do
+		[[ $c == fanout ]] && continue
 		a=$(median "$WORK/t-$c-openssh")
 		b=$(median "$WORK/t-$c-gitssh")
 		echo "| $(label "$c") | $(fmt "$a") | $(fmt "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }') | $(fmt "$(cat "$WORK/cpu-$c-openssh")") / $(fmt "$(cat "$WORK/cpu-$c-gitssh")") |"
 	done
+	if [[ " $CASES " == *" fanout "* ]]; then
+		echo
+		echo "$FANOUT parallel \`git clone --bare\` of one new commit of a $(du -sm "$REPOS/bench/fanout.git" | cut -f1) MB repository (1,000 commits, 10,000 files); $RUNS runs per server:"
+		echo
+		echo "| server | median clone | p95 clone | median wall time of the run | server CPU per run (median) | CPU / OpenSSH's |"
+		echo "|---|---:|---:|---:|---:|---:|"
+		base=$(median "$WORK/fanout-cpu-openssh")
+		for s in $FANOUT_SERVERS; do
+			cpu_s=$(median "$WORK/fanout-cpu-$s")
+			case $s in openssh) name="OpenSSH sshd" ;; gitssh) name="gitssh, pack cache off" ;; gitssh-cache) name="gitssh, pack cache on" ;; esac
+			echo "| $name | $(fmt "$(median "$WORK/fanout-t-$s")") | $(fmt "$(p95 "$WORK/fanout-t-$s")") | $(fmt "$(median "$WORK/fanout-wall-$s")") | $(fmt "$cpu_s") | $(awk -v a="$base" -v b="$cpu_s" 'BEGIN { printf "%.2f", b / a }') |"
+		done
+	fi
 	echo
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
 	echo "Versions: $(git --version); OpenSSH server $(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo '?'), client $(ssh -V 2>&1); $(go version | cut -d' ' -f3); $(go list -m golang.org/x/crypto)"
@@ -311,7 +415,13 @@ fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else print
 	echo "Raw times (s), OpenSSH / gitssh:"
 	echo
 	for c in $CASES; do
+		[[ $c == fanout ]] && continue
 		echo "- $c: $(paste -sd' ' "$WORK/t-$c-openssh") / $(paste -sd' ' "$WORK/t-$c-gitssh")"
 	done
+	if [[ " $CASES " == *" fanout "* ]]; then
+		for s in $FANOUT_SERVERS; do
+			echo "- fanout $s: server CPU per run $(paste -sd' ' "$WORK/fanout-cpu-$s"); wall $(paste -sd' ' "$WORK/fanout-wall-$s")"
+		done
+	fi
 } | tee "$OUT/results.md"
 log "wrote $OUT/results.md"
