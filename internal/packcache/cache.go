@@ -144,6 +144,10 @@ func New(cfg Config) (*Cache, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pack cache: %w", err)
 	}
+	// An emptyDir is made 0777: keep other users out of the packs. Under an
+	// fsGroup the directory is root's and this fails; the socket still
+	// serves only requests with a token gitssh handed out.
+	os.Chmod(cfg.Dir, 0o700)
 	// Entries of a previous process: nothing says they were complete.
 	for _, pattern := range []string{"*.pack", socketName} {
 		old, _ := filepath.Glob(filepath.Join(cfg.Dir, pattern))
@@ -247,16 +251,19 @@ func (c *Cache) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	buf := make([]byte, 128<<10)
 	oob := make([]byte, syscall.CmsgSpace(3*4))
+	// The hook sends its request at once; a silent peer must not hold Close.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return
-	}
 	files := receivedFiles(oob[:oobn])
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
+	if err != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
 	var req request
 	dir, ok := "", false
 	if len(files) == 3 && json.Unmarshal(buf[:n], &req) == nil && cacheable(req.Args) {
