@@ -59,9 +59,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
-	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
