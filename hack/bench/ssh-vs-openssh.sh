@@ -323,7 +323,7 @@ fanout_run() { # SERVER RUN
 	done
 	for i in "${pids[@]}"; do wait "$i" || fail=1; done
 	((fail == 0)) || die "a fan-out clone from $s failed"
-	git --git-dir="$d/x1.git" fsck --no-progress -q || die "a fan-out clone from $s is broken"
+	git --git-dir="$d/x1.git" fsck --no-progress --no-dangling || die "a fan-out clone from $s is broken"
 	cat "$d"/t* >>"$WORK/fanout-t-$s"
 	rm -rf "$d"
 }
