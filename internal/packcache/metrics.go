@@ -56,6 +56,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Cache entries, finished or being written.",
 		}),
 	}
+	// Every series from the start, at 0, as the SSH server's.
+	for _, r := range []string{resultHit, resultMiss, resultBypass} {
+		m.requests.WithLabelValues(r)
+	}
+	for _, r := range []string{resultHit, resultMiss} {
+		m.servedBytes.WithLabelValues(r)
+	}
+	for _, r := range []string{"ttl", "size"} {
+		m.evictions.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m
 	}
@@ -70,15 +80,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // register registers c, or returns the collector registered already under
-// its name (several caches in one process add up).
+// its name (several caches in one process add up), as sshserver's.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
+	err := reg.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		if existing, ok := dup.ExistingCollector.(C); ok {
+			return existing
 		}
+	}
+	if err != nil {
+		panic(err) // a name taken by another kind of metric: a programming error
 	}
 	return c
 }
