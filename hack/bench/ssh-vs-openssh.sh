@@ -12,6 +12,7 @@
 #                          clones of one new commit of a ~100 MB repository, OpenSSH and
 #                          gitssh with the pack cache off and on) runs only when named
 #   FANOUT=30              clones per fan-out run
+#   FANOUT_WARMUP=1        0: no warm-up fan-out per server (on a loaded machine)
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
 #   BENCH_COPY_BUFFER=N    sshserver.Config.CopyBufferSize for the gitssh server
@@ -336,8 +337,10 @@ FANOUT_SERVERS="openssh gitssh gitssh-cache"
 declare -A FANOUT_PID=([openssh]=sshd [gitssh]=gitssh [gitssh-cache]=gitssh-cache)
 if [[ " $CASES " == *" fanout "* ]]; then
 	log "case fanout: $FANOUT parallel clones, $RUNS runs per server, interleaved"
-	new_commit warm-up
-	for s in $FANOUT_SERVERS; do fanout_run "$s" 0; done # warm-up
+	if ((${FANOUT_WARMUP:-1})); then
+		new_commit warm-up
+		for s in $FANOUT_SERVERS; do fanout_run "$s" 0; done
+	fi
 	for s in $FANOUT_SERVERS; do : >"$WORK/fanout-t-$s"; : >"$WORK/fanout-cpu-$s"; : >"$WORK/fanout-wall-$s"; done
 	for i in $(seq "$RUNS"); do
 		order=$FANOUT_SERVERS
