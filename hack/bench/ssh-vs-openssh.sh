@@ -386,7 +386,7 @@ fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else print
 {
 	echo "# gitssh vs OpenSSH sshd"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each;"
+	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each (fanout: $( ((${FANOUT_WARMUP:-1})) && echo "also" || echo "none"));"
 	echo "client: \`${SSH_CMD//$OUT/OUT}\` (cipher: ${BENCH_CIPHER:-client default, $CIPHER_USED})"
 	echo
 	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH | server CPU per run, OpenSSH / gitssh |"
