@@ -57,7 +57,7 @@ func TestChartDefaults(t *testing.T) {
 		"ssh-max-conns":                    "1024",
 		"ssh-proxy-protocol":               "off",
 		"ssh-proxy-protocol-trusted-cidrs": "",
-		"ssh-per-source-penalties":         "authfail:5s,noauth:1s,min:15s,max:10m",
+		"ssh-per-source-penalties":         "off", // kube-proxy's SNAT hides client addresses
 		"ssh-penalty-exempt-cidrs":         "",
 		"ssh-penalty-max-sources":          "65536",
 		"ssh-max-sessions-per-conn":        "10",
@@ -282,6 +282,34 @@ func TestChartRejectsBadValues(t *testing.T) {
 			out, err := helmTemplate(t, "gitssh-system", args...)
 			g.Expect(err).To(HaveOccurred(), string(out))
 			g.Expect(err.Error()).To(ContainSubstring(tt.want))
+		})
+	}
+}
+
+// TestChartPenaltiesNeedRealAddresses: per-source penalties are on by default only where
+// gitssh sees each client's own address; an explicit value always wins.
+func TestChartPenaltiesNeedRealAddresses(t *testing.T) {
+	const openSSHDefaults = "authfail:5s,noauth:1s,min:15s,max:10m"
+	for _, tt := range []struct {
+		name string
+		set  []string
+		want string
+	}{
+		{"behind kube-proxy's SNAT", nil, "off"},
+		{"externalTrafficPolicy Local", []string{"service.externalTrafficPolicy=Local"}, openSSHDefaults},
+		{"PROXY protocol", []string{"ssh.proxyProtocol=required", "ssh.proxyProtocolTrustedCIDRs={10.0.0.0/8}"}, openSSHDefaults},
+		{"set explicitly behind SNAT", []string{"ssh.perSourcePenalties=authfail:2s"}, "authfail:2s"},
+		{"turned off with real addresses", []string{"service.externalTrafficPolicy=Local", "ssh.perSourcePenalties=off"}, "off"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			var flags []string
+			for _, s := range tt.set {
+				flags = append(flags, "--set", s)
+			}
+			out, err := helmTemplate(t, "gitssh-system", flags...)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(args(t, parse(t, out).one(t, "Deployment", "gitssh"))).To(HaveKeyWithValue("ssh-per-source-penalties", tt.want))
 		})
 	}
 }

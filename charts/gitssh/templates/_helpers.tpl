@@ -80,3 +80,18 @@ Seconds in a Go duration made of whole h, m and s (e.g. "1m30s"); empty for othe
 {{- add (mul $h 3600) (mul $m 60) $s }}
 {{- end }}
 {{- end }}
+
+{{/*
+Per-source penalties need each client's own address. Unless set, they are on only when
+gitssh sees it (the PROXY protocol, or externalTrafficPolicy Local); behind kube-proxy's
+SNAT one user's failed logins would get a node's address refused, for everyone behind it.
+*/}}
+{{- define "gitssh.perSourcePenalties" -}}
+{{- if .Values.ssh.perSourcePenalties -}}
+{{- .Values.ssh.perSourcePenalties -}}
+{{- else if or (ne .Values.ssh.proxyProtocol "off") (eq .Values.service.externalTrafficPolicy "Local") -}}
+authfail:5s,noauth:1s,min:15s,max:10m
+{{- else -}}
+off
+{{- end -}}
+{{- end }}
