@@ -1,22 +1,18 @@
 # syntax=docker/dockerfile:1
-# Build: the same command as `make build`, which CI runs.
-FROM golang:1.26 AS build
-WORKDIR /src
-COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/go/pkg/mod go mod download
-COPY . .
-ARG TARGETOS TARGETARCH
-RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} go build -trimpath -o /gitssh .
-
-# Run: gitssh executes git's pack commands, so the image needs git (and nothing else).
-FROM alpine:3.22
-RUN apk add --no-cache git \
- && addgroup -S -g 65532 gitssh \
- && adduser -S -D -H -u 65532 -G gitssh -h /tmp -s /sbin/nologin gitssh \
+# The binary is built outside the image and copied in, as release tools such as goreleaser
+# do: `make build` (CGO_ENABLED=0, so it runs on any base), then
+#   docker build -t REGISTRY/gitssh:TAG . && docker push REGISTRY/gitssh:TAG
+FROM debian:bookworm-slim
+# gitssh runs git's pack commands (git). ssh-keyscan and ssh-keygen (openssh-client) are for
+# the chart's `helm test` Pod, which runs this same image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openssh-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd -g 65532 gitssh \
+ && useradd -u 65532 -g gitssh -M -d /tmp -s /usr/sbin/nologin gitssh \
  && mkdir -p /var/lib/gitssh/repositories \
  && chown 65532:65532 /var/lib/gitssh/repositories
-COPY --from=build /gitssh /usr/local/bin/gitssh
+COPY bin/gitssh /usr/local/bin/gitssh
 USER 65532:65532
 ENV HOME=/tmp
 WORKDIR /var/lib/gitssh

@@ -80,6 +80,28 @@ envtest: ## Build kube-apiserver, etcd and kubectl into the user cache (once) an
 test: envtest $(HELM) ## Every test, unit and integration, against a real kube-apiserver + etcd, git and ssh.
 	HELM=$(HELM) KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) -timeout $(GO_TEST_TIMEOUT) ./...
 
+##@ End-to-end (a real single-node Kubernetes in a network namespace; needs root)
+
+.PHONY: image
+image: ## Build the image from the Dockerfile (and a pause image) with podman, on a base made with debootstrap.
+	hack/cluster/image.sh
+
+.PHONY: cluster
+cluster: image $(HELM) ## Start a single-node cluster, import the image, helm install the chart; prints KUBECONFIG=, NETNS=, SSH_ADDRESS=, KNOWN_HOSTS=.
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Remove the cluster started by 'make cluster' (or a killed run's leftovers).
+	hack/cluster/down.sh
+
+.PHONY: e2e
+e2e: image $(HELM) ## 'make cluster', the tests in test/e2e against it (client inside the namespace), then teardown.
+	HELM=$(HELM) hack/cluster/e2e.sh
+
+.PHONY: print-helm
+print-helm: $(HELM)
+	@echo $(HELM)
+
 ##@ Build
 
 .PHONY: helm-lint

@@ -6,7 +6,15 @@
 # The binaries go into a per-user cache outside the clone, so every clone on this machine
 # shares one build, and are linked as bin/k8s. A second run finds them and does nothing.
 # Prints the directory to use as KUBEBUILDER_ASSETS on its last line.
+#
+# With --cluster it also builds what a real node needs (hack/cluster): kubelet, kube-proxy,
+# kube-controller-manager and kube-scheduler from the same k8s.io/kubernetes version, into
+# the same directory, and MetalLB's controller (go.universe.tf/metallb).
 set -euo pipefail
+
+cluster=false
+[[ "${1:-}" == "--cluster" ]] && cluster=true
+METALLB_VERSION="${METALLB_VERSION:-0.15.2}"
 
 K8S_VERSION="${K8S_VERSION:-1.36.3}"   # k8s.io/kubernetes v1.36.3
 STAGING_VERSION="0.${K8S_VERSION#1.}"  # k8s.io/* staging modules: v0.36.3
@@ -23,7 +31,18 @@ link_into_clone() {
   ln -sfn "${assets}" "${repo_root}/bin/k8s"
 }
 
-if [[ -x "${assets}/kube-apiserver" && -x "${assets}/etcd" && -x "${assets}/kubectl" ]]; then
+envtest_bins=(kube-apiserver kubectl)
+cluster_bins=(kubelet kube-proxy kube-controller-manager kube-scheduler)
+wanted=("${envtest_bins[@]}")
+${cluster} && wanted+=("${cluster_bins[@]}")
+
+missing() {
+  local b
+  for b in "$@"; do [[ -x "${assets}/${b}" ]] || return 0; done
+  return 1
+}
+
+if ! missing etcd "${wanted[@]}" && ! { ${cluster} && missing metallb-controller; }; then
   link_into_clone
   echo "${assets}"
   exit 0
@@ -65,27 +84,40 @@ build_kubernetes() {
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 v'"${STAGING_VERSION}"'#p' "${kube_mod}"
     echo ")"
   } >> go.mod
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for b in "${wanted[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${b}"; done
+    printf ')\n'
+  } > tools.go
   log "resolving k8s.io/kubernetes v${K8S_VERSION} dependencies"
   go mod tidy -e >/dev/null 2>&1 || true
   go get "k8s.io/kubernetes/cmd/kube-apiserver@v${K8S_VERSION}" >/dev/null 2>&1 || true
   local ldflags
   ldflags="$(version_ldflags)"
-  log "building kube-apiserver v${K8S_VERSION} (about 4 minutes on 2 cores, once)"
-  go build -trimpath -ldflags "${ldflags}" -o "${assets}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "${assets}/kube-apiserver.tmp" "${assets}/kube-apiserver"
-  log "building kubectl v${K8S_VERSION}"
-  go build -trimpath -ldflags "${ldflags}" -o "${assets}/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl
-  mv "${assets}/kubectl.tmp" "${assets}/kubectl"
+  local b
+  for b in "${wanted[@]}"; do
+    [[ -x "${assets}/${b}" ]] && continue
+    log "building ${b} v${K8S_VERSION} (minutes on 2 cores, once)"
+    go build -trimpath -ldflags "${ldflags}" -o "${assets}/${b}.tmp" "k8s.io/kubernetes/cmd/${b}"
+    mv "${assets}/${b}.tmp" "${assets}/${b}"
+  done
+}
+
+# MetalLB's controller assigns LoadBalancer addresses from an IPAddressPool; it runs on the
+# host with a kubeconfig, like the control plane. Its CRDs come from the same module.
+build_metallb() {
+  local dir="${work}/metallb"
+  mkdir -p "${dir}"
+  cd "${dir}"
+  go mod init gitssh.dev/throwaway/metallb >/dev/null 2>&1
+  log "building MetalLB controller v${METALLB_VERSION}"
+  go get "go.universe.tf/metallb@v${METALLB_VERSION}" >/dev/null 2>&1
+  go build -trimpath -ldflags "-s -w" -o "${assets}/metallb-controller.tmp" go.universe.tf/metallb/controller
+  local mod
+  mod="$(go list -m -f '{{.Dir}}' go.universe.tf/metallb)"
+  rm -rf "${assets}/metallb-crds" && mkdir -p "${assets}/metallb-crds"
+  cp "${mod}"/config/crd/bases/*.yaml "${assets}/metallb-crds/"
+  mv "${assets}/metallb-controller.tmp" "${assets}/metallb-controller"
 }
 
 build_etcd() {
@@ -100,7 +132,8 @@ build_etcd() {
 }
 
 [[ -x "${assets}/etcd" ]] || build_etcd
-[[ -x "${assets}/kube-apiserver" && -x "${assets}/kubectl" ]] || build_kubernetes
+missing "${wanted[@]}" && build_kubernetes
+if ${cluster} && missing metallb-controller; then build_metallb; fi
 
 link_into_clone
 log "control plane ready in ${assets}"

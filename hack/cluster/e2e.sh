@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make e2e`: the cluster of up.sh, the tests in test/e2e (build tag e2e) run inside its
+# network namespace, then teardown, also after a failure or Ctrl-C.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+main() {
+  local out test_bin
+  out="$(mktemp)"
+  test_bin="${repo_root}/bin/e2e.test"
+  trap '"${cluster_dir}/down.sh" --quiet; rm -f "${out}"' EXIT
+  # Compiled outside the namespace, where the module cache and proxy are.
+  go test -c -tags e2e -o "${test_bin}" "${repo_root}/test/e2e"
+  "${cluster_dir}/up.sh" | tee "${out}"
+  grep -qx 'gitssh cluster: ready' "${out}" || die "the cluster did not come up"
+  # KUBECONFIG, NETNS, SSH_ADDRESS, KNOWN_HOSTS: the output contract of up.sh.
+  set -a
+  source <(grep -E '^(KUBECONFIG|NETNS|SSH_ADDRESS|KNOWN_HOSTS)=' "${out}")
+  set +a
+  export KUBECTL="${repo_root}/bin/k8s/kubectl" GITSSH_CHART="${repo_root}/charts/gitssh" GITSSH_IMAGE="${gitssh_image}"
+  (cd "${repo_root}/test/e2e" && in_netns "${test_bin}" -test.v -test.timeout=30m "$@")
+}
+
+main "$@"

@@ -1,0 +1,232 @@
+//go:build e2e
+
+// Package e2e tests gitssh as users run it: the image built from the Dockerfile, installed
+// with `helm install` on a real single-node Kubernetes, reached through its LoadBalancer
+// address with real ssh and git. `make e2e` starts the cluster (hack/cluster), runs these
+// tests inside its network namespace and tears it down; plain `go test ./...` skips them
+// (build tag e2e).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+const (
+	namespace = "gitssh"
+	release   = "gitssh"
+)
+
+// cluster is what hack/cluster/up.sh printed (its output contract) plus the tools.
+type cluster struct {
+	kubectl, helm, chart, image string
+}
+
+func env(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{
+		kubectl: os.Getenv("KUBECTL"),
+		helm:    os.Getenv("HELM"),
+		chart:   os.Getenv("GITSSH_CHART"),
+		image:   os.Getenv("GITSSH_IMAGE"),
+	}
+	for name, v := range map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG"), "KUBECTL": c.kubectl, "HELM": c.helm, "GITSSH_CHART": c.chart, "GITSSH_IMAGE": c.image} {
+		if v == "" {
+			t.Fatalf("%s is not set: run these tests with 'make e2e', which starts the cluster and sets it", name)
+		}
+	}
+	return c
+}
+
+// run runs a command with a deadline and returns its combined output.
+func run(t *testing.T, timeout time.Duration, dir string, extraEnv []string, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), extraEnv...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (c *cluster) kubectlErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return run(t, 2*time.Minute, "", nil, c.kubectl, append([]string{"-n", namespace}, args...)...)
+}
+
+func (c *cluster) kubectlOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := c.kubectlErr(t, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *cluster) apply(t *testing.T, yaml string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.kubectl, "-n", namespace, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(yaml)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+func (c *cluster) helmOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := run(t, 6*time.Minute, "", nil, c.helm, append([]string{"-n", namespace}, args...)...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// installArgs are `helm install`'s: the chart's defaults, only the image overridden.
+func (c *cluster) installArgs() []string {
+	i := strings.LastIndex(c.image, ":")
+	return []string{"install", release, c.chart, "--set", "image.repository=" + c.image[:i], "--set", "image.tag=" + c.image[i+1:], "--wait", "--timeout", "5m"}
+}
+
+// address is the Service's LoadBalancer address and port, as MetalLB assigned it.
+func (c *cluster) address(t *testing.T) (host, port string) {
+	t.Helper()
+	var out string
+	NewWithT(t).Eventually(func(g Gomega) {
+		var err error
+		out, err = c.kubectlErr(t, "get", "service", release, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip} {.spec.ports[0].port}")
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		g.Expect(strings.Fields(out)).To(HaveLen(2), "no LoadBalancer address yet")
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	f := strings.Fields(out)
+	return f[0], f[1]
+}
+
+// knownHosts writes the published known_hosts ConfigMap to a file once it names the
+// Service's address, and returns the file.
+func (c *cluster) knownHosts(t *testing.T, host string) string {
+	t.Helper()
+	var out string
+	NewWithT(t).Eventually(func(g Gomega) {
+		var err error
+		out, err = c.kubectlErr(t, "get", "configmap", "gitssh-host-keys-known-hosts", "-o", "jsonpath={.data.known_hosts}")
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		g.Expect(out).To(ContainSubstring(host))
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	path := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// hostKeys are the "type base64" pairs of known_hosts-format lines, sorted.
+func hostKeys(text string) []string {
+	var keys []string
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && !strings.HasPrefix(f[0], "#") {
+			keys = append(keys, f[1]+" "+f[2])
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// scan is what the server at host:port offers, by ssh-keyscan.
+func scan(t *testing.T, host, port string) []string {
+	t.Helper()
+	out, err := run(t, 30*time.Second, "", nil, "ssh-keyscan", "-T", "10", "-p", port, host)
+	if err != nil {
+		t.Fatalf("ssh-keyscan %s:%s: %v\n%s", host, port, err, out)
+	}
+	return hostKeys(out)
+}
+
+// user is a key pair registered as an SSHPublicKey, and the ssh command git uses with it.
+type user struct {
+	name, key, sshCommand string
+}
+
+func (c *cluster) newUser(t *testing.T, name, knownHosts string) *user {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	if out, err := run(t, 30*time.Second, "", nil, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.apply(t, "apiVersion: gitssh.dev/v1alpha1\nkind: SSHPublicKey\nmetadata: {name: "+name+"}\nspec:\n  user: "+name+"\n  publicKey: "+strings.TrimSpace(string(pub))+"\n")
+	c.kubectlOK(t, "wait", "--for=condition=Ready", "sshpublickey/"+name, "--timeout=60s")
+	return &user{
+		name: name, key: key,
+		sshCommand: "ssh -i " + key + " -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=" + knownHosts,
+	}
+}
+
+func (c *cluster) newProject(t *testing.T, owner, project string) {
+	t.Helper()
+	name := owner + "-" + project
+	c.apply(t, "apiVersion: gitssh.dev/v1alpha1\nkind: GitProject\nmetadata: {name: "+name+"}\nspec: {owner: "+owner+", project: "+project+"}\n")
+	c.kubectlOK(t, "wait", "--for=condition=Ready", "gitproject/"+name, "--timeout=60s")
+}
+
+// git runs git as u in dir.
+func (u *user) git(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	return run(t, 2*time.Minute, dir, []string{
+		"GIT_SSH_COMMAND=" + u.sshCommand,
+		"GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.com",
+		"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.com",
+		"GIT_CONFIG_NOSYSTEM=1", "HOME=" + dir,
+	}, "git", args...)
+}
+
+func (u *user) gitOK(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, err := u.git(t, dir, args...)
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func repoURL(host, port, owner, project string) string {
+	return "ssh://git@" + host + ":" + port + "/" + owner + "/" + project + ".git"
+}
+
+// podName is the one gitssh pod that is Ready.
+func (c *cluster) podName(t *testing.T) string {
+	t.Helper()
+	c.kubectlOK(t, "rollout", "status", "deployment/"+release, "--timeout=3m")
+	var name string
+	NewWithT(t).Eventually(func(g Gomega) {
+		out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/name=gitssh,app.kubernetes.io/instance="+release,
+			"-o", `jsonpath={range .items[?(@.status.conditions[?(@.type=="Ready")].status=="True")]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		var ready []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(l); len(f) == 1 {
+				ready = append(ready, f[0])
+			}
+		}
+		g.Expect(ready).To(HaveLen(1))
+		name = ready[0]
+	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
+	return name
+}
