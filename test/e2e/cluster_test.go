@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,23 +211,43 @@ func repoURL(host, port, owner, project string) string {
 	return "ssh://git@" + host + ":" + port + "/" + owner + "/" + project + ".git"
 }
 
-// podName is the one gitssh pod that is Ready.
+// podName is the one gitssh pod that is Ready and not being deleted.
 func (c *cluster) podName(t *testing.T) string {
 	t.Helper()
 	c.kubectlOK(t, "rollout", "status", "deployment/"+release, "--timeout=3m")
 	var name string
 	NewWithT(t).Eventually(func(g Gomega) {
-		out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/name=gitssh,app.kubernetes.io/instance="+release,
-			"-o", `jsonpath={range .items[?(@.status.conditions[?(@.type=="Ready")].status=="True")]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
-		g.Expect(err).NotTo(HaveOccurred(), out)
-		var ready []string
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if f := strings.Fields(l); len(f) == 1 {
-				ready = append(ready, f[0])
-			}
-		}
+		ready := c.readyPods(t, g)
 		g.Expect(ready).To(HaveLen(1))
 		name = ready[0]
 	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
 	return name
+}
+
+// readyPods are the release's pods that are Ready and not being deleted.
+func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
+	t.Helper()
+	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component!=test", "-o", "json")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name              string  `json:"name"`
+				DeletionTimestamp *string `json:"deletionTimestamp"`
+			} `json:"metadata"`
+			Status struct {
+				Conditions []struct{ Type, Status string } `json:"conditions"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	g.Expect(json.Unmarshal([]byte(out), &list)).To(Succeed())
+	var ready []string
+	for _, p := range list.Items {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == "Ready" && cond.Status == "True" && p.Metadata.DeletionTimestamp == nil {
+				ready = append(ready, p.Metadata.Name)
+			}
+		}
+	}
+	return ready
 }

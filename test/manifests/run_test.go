@@ -120,7 +120,8 @@ func TestChartRunsGitssh(t *testing.T) {
 	hook := nested(t, m.one(t, "Pod", "gitssh-test-host-key"), "spec", "containers").([]any)[0].(map[string]any)
 	script := hook["command"].([]any)
 	g.Expect(script[:2]).To(Equal([]any{"/bin/sh", "-ec"}))
-	g.Expect(hook["env"]).To(ContainElement(map[string]any{"name": "GITSSH_HOST", "value": "gitssh." + ns + ".svc"}))
+	// The Service's address from the variable Kubernetes sets for the Service "gitssh".
+	g.Expect(hook["env"]).To(ContainElement(map[string]any{"name": "GITSSH_HOST", "value": "$(GITSSH_SERVICE_HOST)"}))
 	runHook := func(fingerprints string) (string, error) {
 		file := filepath.Join(t.TempDir(), "fingerprints")
 		g.Expect(os.WriteFile(file, []byte(fingerprints), 0o600)).To(Succeed())
