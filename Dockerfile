@@ -4,9 +4,10 @@
 #   docker build -t REGISTRY/gitssh:TAG . && docker push REGISTRY/gitssh:TAG
 FROM debian:bookworm-slim
 # gitssh runs git's pack commands (git). ssh-keyscan and ssh-keygen (openssh-client) are for
-# the chart's `helm test` Pod, which runs this same image.
+# the chart's `helm test` Pod, which runs this same image. tini is PID 1: git gc --auto
+# detaches after a push, and the orphan is reaped only by the container's init.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client \
+ && apt-get install -y --no-install-recommends git openssh-client tini \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd -g 65532 gitssh \
  && useradd -u 65532 -g gitssh -M -d /tmp -s /usr/sbin/nologin gitssh \
@@ -17,4 +18,4 @@ USER 65532:65532
 ENV HOME=/tmp
 WORKDIR /var/lib/gitssh
 EXPOSE 2222
-ENTRYPOINT ["/usr/local/bin/gitssh"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/gitssh"]

@@ -30,6 +30,14 @@ const (
 // cluster is what hack/cluster/up.sh printed (its output contract) plus the tools.
 type cluster struct {
 	kubectl, helm, chart, image string
+	ns, release               string
+}
+
+// other is the same cluster for another release in its own namespace.
+func (c *cluster) other(release, ns string) *cluster {
+	o := *c
+	o.release, o.ns = release, ns
+	return &o
 }
 
 func env(t *testing.T) *cluster {
@@ -39,6 +47,8 @@ func env(t *testing.T) *cluster {
 		helm:    os.Getenv("HELM"),
 		chart:   os.Getenv("GITSSH_CHART"),
 		image:   os.Getenv("GITSSH_IMAGE"),
+		ns:      namespace,
+		release: release,
 	}
 	for name, v := range map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG"), "KUBECTL": c.kubectl, "HELM": c.helm, "GITSSH_CHART": c.chart, "GITSSH_IMAGE": c.image} {
 		if v == "" {
@@ -64,7 +74,7 @@ func run(t *testing.T, timeout time.Duration, dir string, extraEnv []string, nam
 
 func (c *cluster) kubectlErr(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	return run(t, 2*time.Minute, "", nil, c.kubectl, append([]string{"-n", namespace}, args...)...)
+	return run(t, 2*time.Minute, "", nil, c.kubectl, append([]string{"-n", c.ns}, args...)...)
 }
 
 func (c *cluster) kubectlOK(t *testing.T, args ...string) string {
@@ -80,7 +90,7 @@ func (c *cluster) apply(t *testing.T, yaml string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.kubectl, "-n", namespace, "apply", "-f", "-")
+	cmd := exec.CommandContext(ctx, c.kubectl, "-n", c.ns, "apply", "-f", "-")
 	cmd.Stdin = strings.NewReader(yaml)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
@@ -89,7 +99,7 @@ func (c *cluster) apply(t *testing.T, yaml string) {
 
 func (c *cluster) helmOK(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := run(t, 6*time.Minute, "", nil, c.helm, append([]string{"-n", namespace}, args...)...)
+	out, err := run(t, 6*time.Minute, "", nil, c.helm, append([]string{"-n", c.ns}, args...)...)
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -99,7 +109,7 @@ func (c *cluster) helmOK(t *testing.T, args ...string) string {
 // installArgs are `helm install`'s: the chart's defaults, only the image overridden.
 func (c *cluster) installArgs() []string {
 	i := strings.LastIndex(c.image, ":")
-	return []string{"install", release, c.chart, "--set", "image.repository=" + c.image[:i], "--set", "image.tag=" + c.image[i+1:], "--wait", "--timeout", "5m"}
+	return []string{"install", c.release, c.chart, "--set", "image.repository=" + c.image[:i], "--set", "image.tag=" + c.image[i+1:], "--wait", "--timeout", "5m"}
 }
 
 // address is the Service's LoadBalancer address and port, as MetalLB assigned it.
@@ -108,7 +118,7 @@ func (c *cluster) address(t *testing.T) (host, port string) {
 	var out string
 	NewWithT(t).Eventually(func(g Gomega) {
 		var err error
-		out, err = c.kubectlErr(t, "get", "service", release, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip} {.spec.ports[0].port}")
+		out, err = c.kubectlErr(t, "get", "service", c.release, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip} {.spec.ports[0].port}")
 		g.Expect(err).NotTo(HaveOccurred(), out)
 		g.Expect(strings.Fields(out)).To(HaveLen(2), "no LoadBalancer address yet")
 	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
@@ -155,6 +165,20 @@ func scan(t *testing.T, host, port string) []string {
 		t.Fatalf("ssh-keyscan %s:%s: %v\n%s", host, port, err, out)
 	}
 	return hostKeys(out)
+}
+
+// scanEventually is scan once the address answers: a new pod is Ready a moment before
+// kube-proxy routes the Service's address to it.
+func scanEventually(t *testing.T, host, port string) []string {
+	t.Helper()
+	var keys []string
+	NewWithT(t).Eventually(func(g Gomega) {
+		out, err := run(t, 30*time.Second, "", nil, "ssh-keyscan", "-T", "5", "-p", port, host)
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		keys = hostKeys(out)
+		g.Expect(keys).NotTo(BeEmpty(), out)
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	return keys
 }
 
 // user is a key pair registered as an SSHPublicKey, and the ssh command git uses with it.
@@ -214,7 +238,7 @@ func repoURL(host, port, owner, project string) string {
 // podName is the one gitssh pod that is Ready and not being deleted.
 func (c *cluster) podName(t *testing.T) string {
 	t.Helper()
-	c.kubectlOK(t, "rollout", "status", "deployment/"+release, "--timeout=3m")
+	c.kubectlOK(t, "rollout", "status", "deployment/"+c.release, "--timeout=3m")
 	var name string
 	NewWithT(t).Eventually(func(g Gomega) {
 		ready := c.readyPods(t, g)
@@ -227,7 +251,7 @@ func (c *cluster) podName(t *testing.T) string {
 // readyPods are the release's pods that are Ready and not being deleted.
 func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
 	t.Helper()
-	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component!=test", "-o", "json")
+	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/instance="+c.release+",app.kubernetes.io/component!=test", "-o", "json")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	var list struct {
 		Items []struct {

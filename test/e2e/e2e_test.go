@@ -83,7 +83,9 @@ func TestPodSecurity(t *testing.T) {
 	g := NewWithT(t)
 	c := env(t)
 	pod := c.podName(t)
-	status := c.kubectlOK(t, "exec", pod, "--", "cat", "/proc/1/status")
+	// gitssh's process (PID 1 is tini, the init that reaps orphans).
+	status := c.kubectlOK(t, "exec", pod, "--", "sh", "-c", `for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = gitssh ] && cat $p/status; done; true`)
+	g.Expect(status).To(ContainSubstring("Name:\tgitssh"))
 	field := func(name string) string {
 		for _, l := range strings.Split(status, "\n") {
 			if f := strings.Fields(l); len(f) >= 2 && f[0] == name+":" {
@@ -117,7 +119,7 @@ func TestPodDeleted(t *testing.T) {
 	c.kubectlOK(t, "delete", "pod", old, "--wait=true", "--timeout=2m")
 	g.Expect(c.podName(t)).NotTo(Equal(old))
 
-	g.Expect(scan(t, host, port)).To(Equal(before))
+	g.Expect(scanEventually(t, host, port)).To(Equal(before))
 	alice := c.newUser(t, "alice", c.knownHosts(t, host))
 	work := t.TempDir()
 	alice.gitOK(t, work, "clone", repoURL(host, port, "alice", "hello"), "again")
@@ -138,7 +140,7 @@ func TestUninstallInstall(t *testing.T) {
 	g.Expect(c.kubectlOK(t, "get", "sshkeys", "alice", "-o", "name")).To(ContainSubstring("alice"))
 	g.Expect(c.kubectlOK(t, "get", "gitprojects", "alice-hello", "-o", "name")).To(ContainSubstring("alice-hello"))
 	host, port = c.address(t)
-	g.Expect(scan(t, host, port)).To(Equal(before))
+	g.Expect(scanEventually(t, host, port)).To(Equal(before))
 	alice := c.newUser(t, "alice", c.knownHosts(t, host))
 	work := t.TempDir()
 	alice.gitOK(t, work, "clone", repoURL(host, port, "alice", "hello"), "again")

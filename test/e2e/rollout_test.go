@@ -1,0 +1,127 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+// These run after e2e_test.go's (files in name order): they change the release.
+
+// 4: a push is running when `helm upgrade` (a changed value) rolls the pod. The push
+// completes or fails with an error, and afterwards the repository is intact (git fsck)
+// and its ref is the old or the new commit.
+func TestPushDuringUpgrade(t *testing.T) {
+	g := NewWithT(t)
+	c := env(t)
+	host, port := c.address(t)
+	alice := c.newUser(t, "alice", c.knownHosts(t, host))
+	c.newProject(t, "alice", "upgrade")
+	url := repoURL(host, port, "alice", "upgrade")
+	work := t.TempDir()
+	alice.gitOK(t, work, "clone", url, "w")
+	w := filepath.Join(work, "w")
+	commit := func(name string, size int) string {
+		data := make([]byte, size)
+		_, _ = rand.Read(data) // random: incompressible, so the push takes a while
+		g.Expect(os.WriteFile(filepath.Join(w, name), data, 0o644)).To(Succeed())
+		alice.gitOK(t, w, "add", name)
+		alice.gitOK(t, w, "commit", "-q", "-m", name)
+		return strings.TrimSpace(alice.gitOK(t, w, "rev-parse", "HEAD"))
+	}
+	oldCommit := commit("small", 1024)
+	alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
+	newCommit := commit("big", 300<<20)
+
+	old := c.podName(t)
+	pushed := make(chan error, 1)
+	var pushOut string
+	go func() {
+		var err error
+		pushOut, err = alice.git(t, w, "push", "origin", "HEAD:main")
+		pushed <- err
+	}()
+	// The push is running once gitssh has started git for it.
+	g.Eventually(func() []string {
+		out, _ := c.kubectlErr(t, "exec", old, "--", "sh", "-c", "cat /proc/[0-9]*/stat")
+		return strays(out)
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).ShouldNot(BeEmpty())
+	c.helmOK(t, "upgrade", release, c.chart, "--reuse-values", "--set", "ssh.loginGraceTime=31s", "--wait", "--timeout", "5m")
+	pushErr := <-pushed
+	t.Logf("push during the upgrade: err=%v\n%s", pushErr, pushOut)
+	if pushErr != nil {
+		// Not a hang and not silence: git says why.
+		g.Expect(pushOut).To(Or(ContainSubstring("fatal"), ContainSubstring("error"), ContainSubstring("rejected")))
+	}
+	pod := c.podName(t)
+	g.Expect(pod).NotTo(Equal(old), "helm upgrade rolled the pod")
+
+	fsck := c.kubectlOK(t, "exec", pod, "--", "git", "-C", "/var/lib/gitssh/repositories/alice/upgrade.git", "fsck", "--full", "--no-dangling")
+	t.Logf("git fsck: %s", fsck)
+	host, port = c.address(t)
+	scanEventually(t, host, port)
+	ref := alice.gitOK(t, work, "ls-remote", url, "refs/heads/main")
+	g.Expect(strings.Fields(ref)).To(HaveLen(2))
+	g.Expect(strings.Fields(ref)[0]).To(BeElementOf(oldCommit, newCommit))
+	if pushErr == nil {
+		g.Expect(strings.Fields(ref)[0]).To(Equal(newCommit), "the push reported success")
+	}
+}
+
+// 5: 55 pushes, each leaving a pack, make git's receive-pack run `git gc --auto`, which
+// detaches; the orphaned gc becomes the child of the container's PID 1. None may stay a
+// zombie, and gc must have run.
+func TestNoZombies(t *testing.T) {
+	g := NewWithT(t)
+	c := env(t)
+	host, port := c.address(t)
+	alice := c.newUser(t, "alice", c.knownHosts(t, host))
+	c.newProject(t, "alice", "gc")
+	url := repoURL(host, port, "alice", "gc")
+	work := t.TempDir()
+	alice.gitOK(t, work, "clone", url, "w")
+	w := filepath.Join(work, "w")
+	for i := range 55 {
+		// More objects than receive.unpackLimit (100): the push is kept as a pack, and
+		// more packs than gc.autoPackLimit (50) start gc --auto.
+		for f := range 110 {
+			g.Expect(os.WriteFile(filepath.Join(w, fmt.Sprintf("f%03d", f)), fmt.Appendf(nil, "%d %d\n", i, f), 0o644)).To(Succeed())
+		}
+		alice.gitOK(t, w, "add", "-A")
+		alice.gitOK(t, w, "commit", "-q", "-m", fmt.Sprint(i))
+		alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
+	}
+	pod := c.podName(t)
+	g.Eventually(func() []string {
+		return strays(c.kubectlOK(t, "exec", pod, "--", "sh", "-c", "cat /proc/[0-9]*/stat"))
+	}).WithTimeout(2*time.Minute).WithPolling(2*time.Second).Should(BeEmpty(), "processes in the pod besides tini (PID 1) and gitssh")
+	packs := c.kubectlOK(t, "exec", pod, "--", "sh", "-c", "ls /var/lib/gitssh/repositories/alice/gc.git/objects/pack/ | grep -c 'pack$'")
+	g.Expect(strconv.Atoi(strings.TrimSpace(packs))).To(BeNumerically("<", 50), "git gc --auto repacked the 55 pushes' packs")
+}
+
+// strays are the processes in /proc/*/stat lines other than the container's init (tini),
+// gitssh, and the sh and cat that read them; zombies are marked.
+func strays(stat string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(stat), "\n") {
+		open, closing := strings.Index(line, "("), strings.LastIndex(line, ")")
+		if open < 0 || closing < 0 {
+			continue
+		}
+		pid, comm, rest := strings.TrimSpace(line[:open]), line[open+1:closing], strings.Fields(line[closing+1:])
+		if comm == "tini" || comm == "gitssh" || comm == "sh" || comm == "cat" || len(rest) == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("pid %s %s state %s", pid, comm, rest[0]))
+	}
+	return out
+}
