@@ -4,10 +4,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+out="$(mktemp)"
+test_bin="${repo_root}/bin/e2e.test"
+
 main() {
-  local out test_bin
-  out="$(mktemp)"
-  test_bin="${repo_root}/bin/e2e.test"
   trap '"${cluster_dir}/down.sh" --quiet; rm -f "${out}"' EXIT
   # Compiled outside the namespace, where the module cache and proxy are.
   go test -c -tags e2e -o "${test_bin}" "${repo_root}/test/e2e"
