@@ -67,7 +67,9 @@ fmt: ## Run gofmt on the tree.
 .PHONY: lint
 lint: $(STATICCHECK) ## go vet + staticcheck + gofmt check.
 	go vet ./...
+	go vet -tags e2e ./test/e2e/
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags e2e ./test/e2e/
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "Not gofmt'ed: $$unformatted"; exit 1; fi
 
 ##@ Test

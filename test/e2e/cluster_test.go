@@ -30,7 +30,7 @@ const (
 // cluster is what hack/cluster/up.sh printed (its output contract) plus the tools.
 type cluster struct {
 	kubectl, helm, chart, image string
-	ns, release               string
+	ns, release                 string
 }
 
 // other is the same cluster for another release in its own namespace.

@@ -74,7 +74,7 @@ func TestCloneAndPush(t *testing.T) {
 	g.Eventually(func() string {
 		out, _ := c.kubectlErr(t, "get", "sshkeys", "alice")
 		return out
-	}).WithTimeout(150*time.Second).WithPolling(2*time.Second).Should(MatchRegexp(`(?m)^alice\s+alice\s+SHA256:\S+\s+True\s+\d+[smh]`))
+	}).WithTimeout(150 * time.Second).WithPolling(2 * time.Second).Should(MatchRegexp(`(?m)^alice\s+alice\s+SHA256:\S+\s+True\s+\d+[smh]`))
 }
 
 // 9: the pod runs as non-root with a read-only root filesystem, no capabilities and the
