@@ -12,8 +12,7 @@ quiet=false
 # process in the namespace: containerd, its shims, kubelet and the control plane.
 kill_all() {
   local sig="$1" pids
-  pids="$(cat /sys/fs/cgroup/pids/"${netns}"/cgroup.procs /sys/fs/cgroup/pids/"${netns}"/*/cgroup.procs \
-    /sys/fs/cgroup/pids/"${netns}"/*/*/cgroup.procs /sys/fs/cgroup/pids/"${netns}"/*/*/*/cgroup.procs 2>/dev/null)"
+  pids="$(find "/sys/fs/cgroup/pids/${netns}" -name cgroup.procs -exec cat {} + 2>/dev/null)"
   [[ -e "/run/netns/${netns}" ]] && pids+=" $(ip netns pids "${netns}" 2>/dev/null)"
   pids="$(echo ${pids})"
   [[ -n "${pids}" ]] && kill "-${sig}" ${pids} 2>/dev/null

@@ -34,8 +34,9 @@ die() { log "$*"; exit 1; }
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0
   log "installing Debian package $2 (for $1)"
-  if [[ ! -f /var/lib/apt/periodic/gitssh-updated ]]; then
-    apt-get update -qq >/dev/null && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/gitssh-updated
+  if [[ -z "${apt_updated:-}" ]]; then
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt_updated=1
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
     die "apt-get install $2 failed; install it by hand and run again"
