@@ -42,7 +42,9 @@ missing() {
   return 1
 }
 
-if ! missing etcd "${wanted[@]}" && ! { ${cluster} && missing metallb-controller; }; then
+metallb_missing() { missing metallb-controller || [[ ! -d "${assets}/metallb-rbac" ]]; }
+
+if ! missing etcd "${wanted[@]}" && ! { ${cluster} && metallb_missing; }; then
   link_into_clone
   echo "${assets}"
   exit 0
@@ -103,8 +105,9 @@ build_kubernetes() {
   done
 }
 
-# MetalLB's controller assigns LoadBalancer addresses from an IPAddressPool; it runs on the
-# host with a kubeconfig, like the control plane. Its CRDs come from the same module.
+# MetalLB's controller assigns LoadBalancer addresses from an IPAddressPool; it runs as a
+# process with a kubeconfig, like the control plane. Its CRDs and RBAC come from the same
+# module.
 build_metallb() {
   local dir="${work}/metallb"
   mkdir -p "${dir}"
@@ -115,8 +118,12 @@ build_metallb() {
   go build -trimpath -ldflags "-s -w" -o "${assets}/metallb-controller.tmp" go.universe.tf/metallb/controller
   local mod
   mod="$(go list -m -f '{{.Dir}}' go.universe.tf/metallb)"
-  rm -rf "${assets}/metallb-crds" && mkdir -p "${assets}/metallb-crds"
+  rm -rf "${assets}/metallb-crds" "${assets}/metallb-rbac"
+  mkdir -p "${assets}/metallb-crds" "${assets}/metallb-rbac"
   cp "${mod}"/config/crd/bases/*.yaml "${assets}/metallb-crds/"
+  # Its ServiceAccounts and RBAC, in the namespace its own kustomization would set.
+  cp "${mod}"/config/rbac/{role,service-accounts}.yaml "${assets}/metallb-rbac/"
+  printf 'namespace: metallb-system\nresources: [role.yaml, service-accounts.yaml]\n' >"${assets}/metallb-rbac/kustomization.yaml"
   mv "${assets}/metallb-controller.tmp" "${assets}/metallb-controller"
 }
 
@@ -133,7 +140,7 @@ build_etcd() {
 
 [[ -x "${assets}/etcd" ]] || build_etcd
 missing "${wanted[@]}" && build_kubernetes
-if ${cluster} && missing metallb-controller; then build_metallb; fi
+if ${cluster} && metallb_missing; then build_metallb; fi
 
 link_into_clone
 log "control plane ready in ${assets}"

@@ -270,6 +270,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.killAll()
+			// A moment for each killed command's session to tell its client why
+			// (see exec) before the connections are cut.
+			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); {
+				s.mu.Lock()
+				n := len(s.conns)
+				s.mu.Unlock()
+				if n == 0 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			s.mu.Lock()
 			for c := range s.conns {
 				c.close()

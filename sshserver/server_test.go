@@ -634,8 +634,10 @@ func TestForcedShutdownKillsCommand(t *testing.T) {
 	_, work, started, _ := blockingPushSetup(e, g)
 
 	pushed := make(chan error, 1)
+	var out string
 	go func() {
-		_, err := e.gitAs("alice", work, "push", e.url("acme/api.git"), "HEAD:main")
+		var err error
+		out, err = e.gitAs("alice", work, "push", e.url("acme/api.git"), "HEAD:main")
 		pushed <- err
 	}()
 	g.Eventually(started, 30*time.Second).Should(BeAnExistingFile())
@@ -645,6 +647,7 @@ func TestForcedShutdownKillsCommand(t *testing.T) {
 	cancel()
 	g.Expect(e.srv.Shutdown(ctx)).To(MatchError(context.Canceled))
 	g.Eventually(pushed, 30*time.Second).Should(Receive(HaveOccurred()))
+	g.Expect(out).To(ContainSubstring("gitssh: the server is shutting down and stopped this git command before it finished; run it again."))
 	g.Eventually(func() bool { return processAlive(pid) }, 10*time.Second).Should(BeFalse(), "the hook is in git's process group")
 }
 

@@ -187,6 +187,11 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 	if err != nil {
 		log.Error(err, "Failed to run git command")
 	}
+	if c.s.killCtx.Err() != nil {
+		// Forced shutdown (a pod rolled while a push ran past the grace period):
+		// otherwise git says only "the remote end hung up unexpectedly".
+		fmt.Fprintf(ch.Stderr(), "gitssh: the server is shutting down and stopped this git command before it finished; run it again.\n")
+	}
 	// git says only "pack exceeds maximum allowed size", and receive-pack
 	// exits 0 after refusing: the pack's size tells, and the client learns
 	// what the limit is.

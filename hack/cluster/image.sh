@@ -46,6 +46,7 @@ build_pause() {
 main() {
   need podman podman
   need buildah buildah
+  need gcc gcc
   local started=${SECONDS}
   mkdir -p "${images_dir}"
   build_base

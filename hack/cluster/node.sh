@@ -110,7 +110,8 @@ start_node() {
   mkdir -p "${state}/kubelet"
   make_cgroup_root
   # cgroup v1 (hybrid) here: failCgroupV1 false and the cgroupfs driver (there is no systemd).
-  # No cluster DNS runs; pods get the node's resolv.conf.
+  # No cluster DNS runs; pods get the node's resolv.conf. Pods' cgroups go under
+  # /${netns} so that down.sh finds their processes.
   cat >"${state}/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -132,6 +133,9 @@ failSwapOn: false
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+# Containers' logs outlive the cluster, for a failed run's post-mortem.
+podLogsDir: ${logs}/pods
+# The images were imported and cannot be pulled again: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 YAML
   start kubelet "${k8s}/kubelet" --config="${state}/kubelet.yaml" --kubeconfig="${state}/kubelet.kubeconfig" \

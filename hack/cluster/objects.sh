@@ -19,7 +19,12 @@ kind: IPAddressPool
 metadata: {name: gitssh-e2e, namespace: metallb-system}
 spec: {addresses: ["${lb_pool}"]}
 YAML
-  KUBECONFIG="${state}/admin.kubeconfig" start metallb-controller "${k8s}/metallb-controller" \
+  # As its Deployment runs it: as ServiceAccount metallb-system/controller, with its RBAC.
+  kubectl_ apply -k "${k8s}/metallb-rbac" >/dev/null
+  local token
+  token="$(kubectl_ -n metallb-system create token controller --duration=48h)"
+  sed -e '/client-certificate:/d' -e "s|client-key: .*|token: ${token}|" "${state}/admin.kubeconfig" >"${state}/metallb.kubeconfig"
+  KUBECONFIG="${state}/metallb.kubeconfig" start metallb-controller "${k8s}/metallb-controller" \
     --namespace=metallb-system --webhook-mode=disabled --port=7472 --log-level=info
 }
 

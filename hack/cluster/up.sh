@@ -22,6 +22,7 @@ main() {
   need iptables iptables
   need conntrack conntrack
   need nsenter util-linux
+  need sysctl procps
   need openssl openssl
   need ssh-keyscan openssh-client
   log "building (once) or finding the Kubernetes v1.36 binaries and MetalLB"

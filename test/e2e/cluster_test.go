@@ -251,7 +251,7 @@ func (c *cluster) podName(t *testing.T) string {
 // readyPods are the release's pods that are Ready and not being deleted.
 func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
 	t.Helper()
-	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/instance="+c.release+",app.kubernetes.io/component!=test", "-o", "json")
+	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/name=gitssh,app.kubernetes.io/instance="+c.release, "-o", "json")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	var list struct {
 		Items []struct {

@@ -17,63 +17,77 @@ import (
 
 // These run after e2e_test.go's (files in name order): they change the release.
 
-// 4: a push is running when `helm upgrade` (a changed value) rolls the pod. The push
-// completes or fails with an error, and afterwards the repository is intact (git fsck)
-// and its ref is the old or the new commit.
+// 4: a push is running when `helm upgrade` (a changed value) rolls the pod. Within
+// ssh.shutdownGracePeriod the push completes; past it the push fails with gitssh's
+// message. Either way the repository is intact afterwards (git fsck) and its ref is the
+// old or the new commit.
 func TestPushDuringUpgrade(t *testing.T) {
-	g := NewWithT(t)
 	c := env(t)
-	host, port := c.address(t)
-	alice := c.newUser(t, "alice", c.knownHosts(t, host))
-	c.newProject(t, "alice", "upgrade")
-	url := repoURL(host, port, "alice", "upgrade")
-	work := t.TempDir()
-	alice.gitOK(t, work, "clone", url, "w")
-	w := filepath.Join(work, "w")
-	commit := func(name string, size int) string {
-		data := make([]byte, size)
-		_, _ = rand.Read(data) // random: incompressible, so the push takes a while
-		g.Expect(os.WriteFile(filepath.Join(w, name), data, 0o644)).To(Succeed())
-		alice.gitOK(t, w, "add", name)
-		alice.gitOK(t, w, "commit", "-q", "-m", name)
-		return strings.TrimSpace(alice.gitOK(t, w, "rev-parse", "HEAD"))
-	}
-	oldCommit := commit("small", 1024)
-	alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
-	newCommit := commit("big", 300<<20)
+	for i, tc := range []struct {
+		grace      string // the rolled pod's ssh.shutdownGracePeriod
+		size       int    // of the pushed file: random, so the push takes a while
+		mustFinish bool
+	}{
+		{grace: "30s", size: 50 << 20, mustFinish: true},
+		{grace: "1s", size: 300 << 20},
+	} {
+		t.Run("shutdownGracePeriod="+tc.grace, func(t *testing.T) {
+			g := NewWithT(t)
+			c.helmOK(t, "upgrade", release, c.chart, "--reuse-values", "--set", "ssh.shutdownGracePeriod="+tc.grace, "--wait", "--timeout", "5m")
+			host, port := c.address(t)
+			scanEventually(t, host, port)
+			alice := c.newUser(t, "alice", c.knownHosts(t, host))
+			project := fmt.Sprintf("upgrade%d", i)
+			c.newProject(t, "alice", project)
+			url := repoURL(host, port, "alice", project)
+			work := t.TempDir()
+			alice.gitOK(t, work, "clone", url, "w")
+			w := filepath.Join(work, "w")
+			commit := func(name string, size int) string {
+				data := make([]byte, size)
+				_, _ = rand.Read(data)
+				g.Expect(os.WriteFile(filepath.Join(w, name), data, 0o644)).To(Succeed())
+				alice.gitOK(t, w, "add", name)
+				alice.gitOK(t, w, "commit", "-q", "-m", name)
+				return strings.TrimSpace(alice.gitOK(t, w, "rev-parse", "HEAD"))
+			}
+			oldCommit := commit("small", 1024)
+			alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
+			newCommit := commit("big", tc.size)
 
-	old := c.podName(t)
-	pushed := make(chan error, 1)
-	var pushOut string
-	go func() {
-		var err error
-		pushOut, err = alice.git(t, w, "push", "origin", "HEAD:main")
-		pushed <- err
-	}()
-	// The push is running once gitssh has started git for it.
-	g.Eventually(func() []string {
-		out, _ := c.kubectlErr(t, "exec", old, "--", "sh", "-c", "cat /proc/[0-9]*/stat")
-		return strays(out)
-	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).ShouldNot(BeEmpty())
-	c.helmOK(t, "upgrade", release, c.chart, "--reuse-values", "--set", "ssh.loginGraceTime=31s", "--wait", "--timeout", "5m")
-	pushErr := <-pushed
-	t.Logf("push during the upgrade: err=%v\n%s", pushErr, pushOut)
-	if pushErr != nil {
-		// Not a hang and not silence: git says why.
-		g.Expect(pushOut).To(Or(ContainSubstring("fatal"), ContainSubstring("error"), ContainSubstring("rejected")))
-	}
-	pod := c.podName(t)
-	g.Expect(pod).NotTo(Equal(old), "helm upgrade rolled the pod")
+			old := c.podName(t)
+			pushed := make(chan error, 1)
+			var pushOut string
+			go func() {
+				var err error
+				pushOut, err = alice.git(t, w, "push", "origin", "HEAD:main")
+				pushed <- err
+			}()
+			// The push is running once gitssh has started git for it.
+			g.Eventually(func() []string {
+				out, _ := c.kubectlErr(t, "exec", old, "--", "sh", "-c", "cat /proc/[0-9]*/stat")
+				return strays(out)
+			}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).ShouldNot(BeEmpty())
+			c.helmOK(t, "upgrade", release, c.chart, "--reuse-values", "--set", fmt.Sprintf("ssh.loginGraceTime=%ds", 31+i), "--wait", "--timeout", "5m")
+			pushErr := <-pushed
+			t.Logf("push during the upgrade: err=%v\n%s", pushErr, pushOut)
+			if tc.mustFinish {
+				g.Expect(pushErr).NotTo(HaveOccurred(), "the push had ssh.shutdownGracePeriod to finish")
+			} else if pushErr != nil {
+				g.Expect(pushOut).To(ContainSubstring("gitssh: the server is shutting down and stopped this git command before it finished; run it again."))
+			}
+			pod := c.podName(t)
+			g.Expect(pod).NotTo(Equal(old), "helm upgrade rolled the pod")
 
-	fsck := c.kubectlOK(t, "exec", pod, "--", "git", "-C", "/var/lib/gitssh/repositories/alice/upgrade.git", "fsck", "--full", "--no-dangling")
-	t.Logf("git fsck: %s", fsck)
-	host, port = c.address(t)
-	scanEventually(t, host, port)
-	ref := alice.gitOK(t, work, "ls-remote", url, "refs/heads/main")
-	g.Expect(strings.Fields(ref)).To(HaveLen(2))
-	g.Expect(strings.Fields(ref)[0]).To(BeElementOf(oldCommit, newCommit))
-	if pushErr == nil {
-		g.Expect(strings.Fields(ref)[0]).To(Equal(newCommit), "the push reported success")
+			c.kubectlOK(t, "exec", pod, "--", "git", "-C", "/var/lib/gitssh/repositories/alice/"+project+".git", "fsck", "--full", "--no-dangling")
+			scanEventually(t, host, port)
+			ref := strings.Fields(alice.gitOK(t, work, "ls-remote", url, "refs/heads/main"))
+			g.Expect(ref).To(HaveLen(2))
+			g.Expect(ref[0]).To(BeElementOf(oldCommit, newCommit))
+			if pushErr == nil {
+				g.Expect(ref[0]).To(Equal(newCommit), "the push reported success")
+			}
+		})
 	}
 }
 

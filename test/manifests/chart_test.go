@@ -125,6 +125,16 @@ func TestChartDefaults(t *testing.T) {
 	g.Expect(m.kinds()).NotTo(ContainElement(HavePrefix("ServiceMonitor/")))
 	test := m.one(t, "Pod", "gitssh-test-host-key")
 	g.Expect(test.GetAnnotations()).To(HaveKeyWithValue("helm.sh/hook", "test"))
+	// Found by make e2e: with the server's labels the `helm test` Pod was an endpoint of
+	// the SSH Service, and some of its own ssh-keyscan connections reached itself.
+	for _, svc := range []string{"gitssh", "gitssh-metrics"} {
+		selector := nested(t, m.one(t, "Service", svc), "spec", "selector").(map[string]any)
+		matches := true
+		for k, v := range selector {
+			matches = matches && test.GetLabels()[k] == v
+		}
+		g.Expect(matches).To(BeFalse(), "the helm test Pod's labels %v match Service %s's selector %v", test.GetLabels(), svc, selector)
+	}
 	g.Expect(nested(t, test, "spec", "volumes")).To(ContainElement(HaveKeyWithValue("configMap",
 		HaveKeyWithValue("name", "gitssh-host-keys-known-hosts"))))
 
