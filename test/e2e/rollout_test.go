@@ -29,7 +29,7 @@ func TestPushDuringUpgrade(t *testing.T) {
 		mustFinish bool
 	}{
 		{grace: "30s", size: 50 << 20, mustFinish: true},
-		{grace: "1s", size: 300 << 20},
+		{grace: "1s", size: 150 << 20},
 	} {
 		t.Run("shutdownGracePeriod="+tc.grace, func(t *testing.T) {
 			g := NewWithT(t)
