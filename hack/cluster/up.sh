@@ -9,6 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "${cluster_dir}/certs.sh"
 source "${cluster_dir}/node.sh"
+source "${cluster_dir}/controlplane.sh"
 source "${cluster_dir}/objects.sh"
 
 release="${GITSSH_RELEASE:-gitssh}"
