@@ -97,6 +97,21 @@ type Config struct {
 	// internal/packcache. The server sets its Command, GitBinary and Log.
 	// Default: off.
 	PackCache packcache.Config
+
+	// MaxUploadPacks bounds the clones, fetches and archives (git upload-pack
+	// and upload-archive) running at once on this server, and
+	// MaxUploadPacksPerRepo those of one repository. More wait in line, up to
+	// UploadQueueTimeout, and are then refused with a message that says so.
+	// Defaults: twice the CPUs this process may use (GOMAXPROCS), and half of
+	// MaxUploadPacks; negative turns a bound off. Default timeout 2m.
+	MaxUploadPacks        int
+	MaxUploadPacksPerRepo int
+	UploadQueueTimeout    time.Duration
+	// PackThreads and PackWindowMemory are git's pack.threads and
+	// pack.windowMemory (bytes, per thread) for every command; see
+	// PackSettings. 0: git's defaults.
+	PackThreads      int
+	PackWindowMemory int64
 }
 
 // Defaults.
@@ -119,6 +134,9 @@ const (
 	// the chart's default 10Gi volume: one push cannot fill the volume, and the
 	// pack waits in quarantine (on the same volume) until it is checked.
 	DefaultMaxPushSize int64 = 1 << 30
+	// DefaultUploadQueueTimeout is long enough for a CI fan-out to be served
+	// a few at a time, short enough that a client is not left hanging.
+	DefaultUploadQueueTimeout = 2 * time.Minute
 )
 
 func orDefault[T comparable](v, def T) T {
@@ -148,6 +166,13 @@ func (c Config) withDefaults() (Config, error) {
 	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
 	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
 	c.MaxPushSize = orDefault(c.MaxPushSize, DefaultMaxPushSize)
+	c.MaxUploadPacks = orDefault(c.MaxUploadPacks, defaultMaxUploadPacks())
+	perRepo := -1
+	if c.MaxUploadPacks > 0 {
+		perRepo = max(1, c.MaxUploadPacks/2)
+	}
+	c.MaxUploadPacksPerRepo = orDefault(c.MaxUploadPacksPerRepo, perRepo)
+	c.UploadQueueTimeout = orDefault(c.UploadQueueTimeout, DefaultUploadQueueTimeout)
 	if err := c.MaxStartups.validate(); err != nil {
 		return c, fmt.Errorf("MaxStartups %s: %w", c.MaxStartups, err)
 	}
@@ -168,6 +193,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("connection, session and auth limits must be positive")
 	case c.MaxSessionDuration < 0 || c.ShutdownGracePeriod < 0:
 		return c, fmt.Errorf("MaxSessionDuration and ShutdownGracePeriod must not be negative")
+	case c.UploadQueueTimeout < 0 || c.PackThreads < 0 || c.PackWindowMemory < 0:
+		return c, fmt.Errorf("UploadQueueTimeout, PackThreads and PackWindowMemory must not be negative")
 	case c.CopyBufferSize < 4096:
 		return c, fmt.Errorf("CopyBufferSize must be at least 4096")
 	case c.GitHooksDir != "" && !filepath.IsAbs(c.GitHooksDir):

@@ -53,15 +53,15 @@ func writeRandom(g *WithT, path string, n int) {
 
 // A push that fills the volume fails, and leaves the repository as it was: git fsck passes,
 // a clone gets the old refs, nothing of the failed push takes space, and the next push that
-// fits is stored. Both ways git stores a push are covered: few objects are unpacked into
-// loose objects, many (receive.unpackLimit, 100 by default) are kept as a pack.
+// fits is stored. gitssh keeps every push as a pack (receive.unpackLimit=1); a push of few
+// objects and one of many are covered.
 func TestFullVolumeNeverCorruptsTheRepository(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		files int // of 6 MiB in all, on a 4 MiB volume
 	}{
-		{"few objects, unpacked loose", 1},
-		{"many objects, kept as a pack", 150},
+		{"few objects", 1},
+		{"many objects", 150},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -137,7 +137,7 @@ func TestPushAtEveryFreeSpaceBoundary(t *testing.T) {
 	outcomes := map[string]bool{}
 	for free := range int64(12) {
 		before := strings.TrimSpace(e.git(bare, "rev-parse", "main"))
-		writeRandom(g, filepath.Join(work, "f"), 10<<10) // about 3 pages as a loose object
+		writeRandom(g, filepath.Join(work, "f"), 10<<10) // about 3 pages in a pack
 		e.git(work, "add", ".")
 		e.git(work, "commit", "-q", "-m", fmt.Sprint(free))
 		pushed := strings.TrimSpace(e.git(work, "rev-parse", "HEAD"))

@@ -71,9 +71,20 @@ var gitConfig = []struct{ key, value string }{
 	// non-bare repositories. Change GitProject.spec.defaultBranch instead.
 	{"receive.denyDeleteCurrent", "refuse"},
 
-	// git's defaults (true) for now: repositories are packed after pushes
-	// until issue 13's housekeeping takes over.
-	{"receive.autogc", "true"},
+	// The leader's housekeeping (internal/housekeeping) packs repositories;
+	// receive-pack must not also start git gc --auto, which detaches and
+	// would be reparented to gitssh (PID 1 in its container) and never
+	// reaped, and which could run twice at once on one repository.
+	{"receive.autogc", "false"},
+	// Every push is kept as a pack, never unpacked into loose objects (git's
+	// default below 100 objects). A loose object is written into
+	// objects/XX/, a directory git prune and repack -d remove when empty: a
+	// push moving its objects out of quarantine while housekeeping ran
+	// failed with "unable to migrate objects to permanent storage"
+	// (TestPushesDuringRuns). objects/pack is never removed. Small packs are
+	// what geometric repacking rolls up, and they keep deltas, so a push
+	// takes less room than its loose objects would.
+	{"receive.unpackLimit", "1"},
 
 	// Protocol v2, which git clients use by default, serves any object in
 	// the repository by its id whatever these say (checked with git 2.39.5).
@@ -140,6 +151,14 @@ func (s *Server) gitConfigArgs(dir string, maxInputSize int64) []string {
 	args := make([]string, 0, 2*len(gitConfig)+8)
 	for _, kv := range gitConfig {
 		args = append(args, "-c", kv.key+"="+kv.value)
+	}
+	// Bounds derived from the pod's CPU and memory (PackSettings); git passes
+	// them on to the pack-objects that upload-pack starts.
+	if s.cfg.PackThreads > 0 {
+		args = append(args, "-c", "pack.threads="+strconv.Itoa(s.cfg.PackThreads))
+	}
+	if s.cfg.PackWindowMemory > 0 {
+		args = append(args, "-c", "pack.windowMemory="+strconv.FormatInt(s.cfg.PackWindowMemory, 10))
 	}
 	return append(args,
 		"-c", "core.hooksPath="+hooks,

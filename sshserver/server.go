@@ -34,6 +34,7 @@ type Server struct {
 	penalties *penaltyBox
 	// packCache is nil when Config.PackCache is off.
 	packCache *packcache.Cache
+	uploads   *uploadSlots
 
 	// killAll ends every running command and connection (forced shutdown).
 	killCtx context.Context
@@ -68,6 +69,7 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 	s := &Server{
 		cfg: cfg, hostKeys: hostKeys, auth: auth, rec: rec, log: log,
 		killCtx: killCtx, killAll: killAll,
+		uploads:   newUploadSlots(cfg.MaxUploadPacks, cfg.MaxUploadPacksPerRepo),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		unauthBy:  map[netip.Prefix]int{},

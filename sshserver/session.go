@@ -182,6 +182,22 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		exit(ch, exitRefused)
 		return
 	}
+	if cmd.Service != ReceivePack {
+		release, err := c.s.uploads.acquire(ctx, repo.Path, c.s.cfg.UploadQueueTimeout, func(limit int, what string) {
+			fmt.Fprintf(ch.Stderr(), "gitssh: waiting for a turn: %d clones and fetches of %s are running\n", limit, what)
+			log.Info("Queued command", "limit", limit, "of", what)
+		})
+		if err != nil {
+			var busy *busyError
+			if errors.As(err, &busy) {
+				fmt.Fprintf(ch.Stderr(), "gitssh: %v\n", err)
+				log.Info("Refused command: waited too long for a turn", "limit", busy.limit, "of", busy.what, "waited", busy.wait)
+			}
+			exit(ch, exitRefused)
+			return
+		}
+		defer release()
+	}
 	start := time.Now()
 	status, in, out, err := c.runGit(ctx, ch, cmd.Service, repo.Path, gitProtocol, limit, pack)
 	if err != nil {
