@@ -98,7 +98,9 @@ func (r *GitProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if equality.Semantic.DeepEqual(before.Status, project.Status) {
 		return result, nil
 	}
-	if err := r.Client.Status().Patch(ctx, &project, client.MergeFrom(before)); err != nil {
+	// Optimistic lock: the conditions are one list in a merge patch, and the housekeeping
+	// controller writes its Maintenance condition into the same list.
+	if err := r.Client.Status().Patch(ctx, &project, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
 		}
@@ -135,7 +137,11 @@ func (r *GitProjectReconciler) measure(ctx context.Context, project *gitsshv1alp
 		log.FromContext(ctx).Error(err, "Failed to measure the repository", "path", project.Status.RepositoryPath)
 		return
 	}
-	project.Status.Repository = &gitsshv1alpha1.RepositoryStatus{SizeBytes: size, Size: repostore.FormatSize(size)}
+	if project.Status.Repository == nil {
+		project.Status.Repository = &gitsshv1alpha1.RepositoryStatus{}
+	}
+	// The other facts are housekeeping's (housekeeping_controller.go).
+	project.Status.Repository.SizeBytes, project.Status.Repository.Size = size, repostore.FormatSize(size)
 	if project.Spec.Quota == nil {
 		meta.RemoveStatusCondition(&project.Status.Conditions, gitsshv1alpha1.ConditionWithinQuota)
 		return

@@ -31,6 +31,24 @@ const ConditionWithinQuota = "WithinQuota"
 // was created. A stale key still logs in; the condition shows keys nobody uses, to delete.
 const ConditionStale = "Stale"
 
+// ConditionMaintenance is on a GitProject once housekeeping has run on its repository:
+// True when the last run succeeded, False (reason ReasonMaintenanceFailed) when it failed.
+// A failed run does not stop the repository from being served.
+const ConditionMaintenance = "Maintenance"
+
+// Reasons of the Maintenance condition of a GitProject.
+const (
+	// ReasonMaintenanceSucceeded: the last housekeeping run packed the repository; the
+	// message says what kind of run it was.
+	ReasonMaintenanceSucceeded = "MaintenanceSucceeded"
+	// ReasonMaintenanceFailed: a git command of the last run failed; the message names it
+	// and carries git's output. The repository is as it was before the command.
+	ReasonMaintenanceFailed = "MaintenanceFailed"
+	// ReasonMaintenanceTimedOut: the last run took longer than --housekeeping-timeout and
+	// was stopped.
+	ReasonMaintenanceTimedOut = "MaintenanceTimedOut"
+)
+
 // Reasons of the Ready condition of an SSHPublicKey.
 const (
 	// ReasonKeyRegistered: the key parsed, is strong enough and is the only object holding

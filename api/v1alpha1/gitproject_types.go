@@ -172,6 +172,8 @@ type GitProjectStatus struct {
 	// repository exists and is served; when False its reason says why (ProjectConflict,
 	// RepositoryError, NotServing). Type WithinQuota is there when spec.quota is set: False
 	// (reason OverQuota) while the repository is at or over its quota and pushes are refused.
+	// Type Maintenance tells how the last housekeeping run went: True (reason
+	// MaintenanceSucceeded) or False (MaintenanceFailed, with git's message).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -180,7 +182,8 @@ type GitProjectStatus struct {
 
 // RepositoryStatus holds facts about the bare repository on disk. They are measured by the
 // leader when the project is reconciled: on a change, after a push shows up in
-// lastPushTime, and every few minutes.
+// lastPushTime, and every few minutes; packs, looseObjects and lastMaintenanceTime after
+// each housekeeping run.
 type RepositoryStatus struct {
 	// sizeBytes is the sum of the sizes of the repository's files, which is what
 	// spec.quota is compared with.
@@ -191,7 +194,31 @@ type RepositoryStatus struct {
 	// size is sizeBytes for people, e.g. "1.2 GiB" or "87 bytes".
 	// +optional
 	Size string `json:"size,omitempty"`
+
+	// packs is the number of pack files. Housekeeping keeps it at a few: each push adds
+	// one, and each pack is one more index a clone searches.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Packs int32 `json:"packs,omitempty"`
+
+	// looseObjects is the number of objects stored one file each; gitssh stores pushes
+	// as packs, so only repositories from elsewhere (or older gitssh) have them until
+	// housekeeping packs them.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	LooseObjects int32 `json:"looseObjects,omitempty"`
+
+	// lastMaintenanceTime is when the last housekeeping run on the repository started,
+	// whether it succeeded or not: the Maintenance condition says which.
+	// +optional
+	LastMaintenanceTime *metav1.Time `json:"lastMaintenanceTime,omitempty"`
 }
+
+// MaintenanceRequestedAtAnnotation on a GitProject asks for a full housekeeping run
+// now: set it to the current time, e.g.
+// kubectl annotate --overwrite gitproject/NAME gitssh.dev/maintenance-requested-at="$(date -u +%Y-%m-%dT%H:%M:%SZ)".
+// A run starts when the time is after status.repository.lastMaintenanceTime.
+const MaintenanceRequestedAtAnnotation = "gitssh.dev/maintenance-requested-at"
 
 // GitProject is a bare git repository served over SSH, with who may read and push it.
 // +kubebuilder:object:root=true

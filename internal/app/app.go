@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
+	"github.com/gitssh-dev/gitssh/internal/housekeeping"
 	"github.com/gitssh-dev/gitssh/internal/repostore"
 	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
@@ -86,8 +88,29 @@ type Options struct {
 	LeaderElection   bool
 	LeaderElectionID string
 
+	// Housekeeping configures the leader's housekeeping runs; Disabled turns them off.
+	Housekeeping HousekeepingOptions
+
+	// CPULimit (cores) and MemoryLimit (bytes) are the pod's resource limits, from the
+	// Downward API; they bound git's pack.threads and pack.windowMemory
+	// (sshserver.PackSettings) unless SSH.PackThreads and SSH.PackWindowMemory are set.
+	// 0: unknown (threads from GOMAXPROCS, no memory bound).
+	CPULimit    float64
+	MemoryLimit int64
+
 	// SkipControllerNameValidation allows several managers in one process (tests).
 	SkipControllerNameValidation bool
+}
+
+// HousekeepingOptions configure controllers.HousekeepingReconciler; zero fields take its
+// defaults.
+type HousekeepingOptions struct {
+	Disabled    bool
+	Interval    time.Duration
+	PushDelay   time.Duration
+	Timeout     time.Duration
+	PruneGrace  time.Duration
+	Concurrency int
 }
 
 // Run runs gitssh until ctx is cancelled: it loads (or creates) the host keys, starts the
@@ -169,6 +192,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		return err
 	}
 
+	opts.SSH.PackThreads, opts.SSH.PackWindowMemory = packSettings(opts)
 	authz := authorizer.New()
 	store := repostore.Store{Root: opts.RepoRoot}
 	usageRecorder := &usage.Recorder{
@@ -228,6 +252,20 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	} {
 		if err := setup.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up controller %s: %w", name, err)
+		}
+	}
+	if !opts.Housekeeping.Disabled {
+		hk := &controllers.HousekeepingReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("gitssh"),
+			Options: housekeeping.Options{
+				PruneGrace: opts.Housekeeping.PruneGrace, GitBinary: opts.SSH.GitBinary,
+				PackThreads: opts.SSH.PackThreads, PackWindowMemory: opts.SSH.PackWindowMemory,
+			},
+			Interval: opts.Housekeeping.Interval, PushDelay: opts.Housekeeping.PushDelay,
+			Timeout: opts.Housekeeping.Timeout, Concurrency: opts.Housekeeping.Concurrency,
+		}
+		if err := hk.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up controller housekeeping: %w", err)
 		}
 	}
 
@@ -293,6 +331,24 @@ func trustedUserCAs(restConfig *rest.Config, mgr ctrl.Manager, opts *Options) (*
 type replicaCache struct{ cache.Cache }
 
 func (c replicaCache) GetCache() cache.Cache { return c.Cache }
+
+// packSettings returns git's pack.threads and pack.windowMemory: the flags when set, else
+// derived from the pod's limits for as many pack-objects as may run at once (the SSH
+// server's upload slots and one housekeeping run).
+func packSettings(opts Options) (threads int, windowMemory int64) {
+	packs := opts.SSH.MaxUploadPacks
+	if packs <= 0 {
+		packs = 2 * goruntime.GOMAXPROCS(0) // sshserver's default
+	}
+	threads, windowMemory = sshserver.PackSettings(opts.CPULimit, opts.MemoryLimit, packs+1)
+	if opts.SSH.PackThreads != 0 {
+		threads = opts.SSH.PackThreads
+	}
+	if opts.SSH.PackWindowMemory != 0 {
+		windowMemory = opts.SSH.PackWindowMemory
+	}
+	return threads, windowMemory
+}
 
 func sshUser(cfg sshserver.Config) string {
 	if cfg.User == "" {

@@ -26,3 +26,20 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	*b = ByteSize(q.Value())
 	return nil
 }
+
+// CPUs is a number of cores written as a Kubernetes quantity: "2", "1500m", "0.5". Use it
+// with flag.TextVar like ByteSize.
+type CPUs float64
+
+func (c CPUs) MarshalText() ([]byte, error) {
+	return []byte(resource.NewMilliQuantity(int64(c*1000), resource.DecimalSI).String()), nil
+}
+
+func (c *CPUs) UnmarshalText(text []byte) error {
+	q, err := resource.ParseQuantity(string(text))
+	if err != nil || q.Sign() < 0 {
+		return fmt.Errorf("%q is not a number of CPUs: write cores or millicores, such as 2, 0.5 or 1500m", text)
+	}
+	*c = CPUs(float64(q.MilliValue()) / 1000)
+	return nil
+}

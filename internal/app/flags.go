@@ -4,6 +4,7 @@ import (
 	"flag"
 
 	"github.com/gitssh-dev/gitssh/controllers"
+	"github.com/gitssh-dev/gitssh/internal/housekeeping"
 	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
@@ -53,4 +54,19 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.TextVar((*ByteSize)(&o.SSH.PackCache.MaxBytes), "pack-cache-max-size", ByteSize(packcache.DefaultMaxBytes), "The most the pack cache keeps on disk, as a quantity such as 512Mi or 2Gi; the least recently used packs go first.")
 	fs.DurationVar(&o.SSH.PackCache.TTL, "pack-cache-ttl", packcache.DefaultTTL, "How long a cached pack is served after it was made.")
 	fs.StringVar(&o.SSH.GitHooksDir, "ssh-git-hooks-dir", "", "An absolute path to a directory of git hooks (pre-receive, update, post-receive, ...) run for every repository; pushers must not be able to write it. Empty: no hooks run, not even those in a repository's hooks/.")
+
+	fs.IntVar(&o.SSH.MaxUploadPacks, "ssh-max-upload-packs", 0, "Clones, fetches and archives (git upload-pack, upload-archive) running at once on this pod; more wait in line. 0: twice the CPUs of the pod (its CPU limit); negative: no limit.")
+	fs.IntVar(&o.SSH.MaxUploadPacksPerRepo, "ssh-max-upload-packs-per-repo", 0, "Clones, fetches and archives of one repository running at once on this pod; more wait in line. 0: half of --ssh-max-upload-packs; negative: no limit.")
+	fs.DurationVar(&o.SSH.UploadQueueTimeout, "ssh-upload-queue-timeout", sshserver.DefaultUploadQueueTimeout, "How long a clone or fetch waits in line for a turn before it is refused with a message saying the server is busy.")
+	fs.IntVar(&o.SSH.PackThreads, "git-pack-threads", 0, "git's pack.threads for clones and housekeeping. 0: the pod's CPU limit (--cpu-limit), rounded down, at least 1.")
+	fs.TextVar((*ByteSize)(&o.SSH.PackWindowMemory), "git-pack-window-memory", ByteSize(0), "git's pack.windowMemory (per thread), e.g. 64Mi. 0: half of --memory-limit shared among the pack-objects that may run at once and their threads (at least 8Mi); none without a memory limit.")
+	fs.TextVar((*CPUs)(&o.CPULimit), "cpu-limit", CPUs(0), "The pod's CPU limit, e.g. 2 or 1500m (the chart sets it from the Downward API), for --git-pack-threads. 0: unknown.")
+	fs.TextVar((*ByteSize)(&o.MemoryLimit), "memory-limit", ByteSize(0), "The pod's memory limit (the chart sets it from the Downward API), for --git-pack-window-memory. 0: unknown.")
+
+	fs.BoolVar(&o.Housekeeping.Disabled, "housekeeping-disabled", false, "Turn off housekeeping. Repositories are then never packed or pruned: every push stays a pack of its own.")
+	fs.DurationVar(&o.Housekeeping.Interval, "housekeeping-interval", controllers.DefaultHousekeepingInterval, "A full housekeeping run on each repository at least this often (repack into one pack, prune what has been unreachable longer than --housekeeping-prune-grace).")
+	fs.DurationVar(&o.Housekeeping.PushDelay, "housekeeping-push-delay", controllers.DefaultHousekeepingPushDelay, "After pushes, an incremental housekeeping run at most this often per repository.")
+	fs.DurationVar(&o.Housekeeping.Timeout, "housekeeping-timeout", controllers.DefaultHousekeepingTimeout, "Stop a housekeeping run that takes longer.")
+	fs.DurationVar(&o.Housekeeping.PruneGrace, "housekeeping-prune-grace", housekeeping.DefaultPruneGrace, "Delete unreachable objects only once they are this old; protects pushes running at the same time.")
+	fs.IntVar(&o.Housekeeping.Concurrency, "housekeeping-concurrency", controllers.DefaultHousekeepingConcurrency, "Housekeeping runs at once on the leader, each on a different repository.")
 }
