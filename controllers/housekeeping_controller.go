@@ -160,7 +160,9 @@ func (r *HousekeepingReconciler) due(ctx context.Context, project *gitsshv1alpha
 		return true, "scheduled", 0
 	}
 	wait = last.Add(r.Interval).Sub(now)
-	if push := project.Status.LastPushTime; push != nil && push.After(last) {
+	// Times in the status have whole seconds: a push in the second the last run started
+	// may not be in it.
+	if push := project.Status.LastPushTime; push != nil && !push.Time.Before(last.Truncate(time.Second)) {
 		next := last.Add(r.PushDelay)
 		if !now.Before(next) {
 			return false, "after a push", 0

@@ -1,0 +1,199 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/controllers"
+	"github.com/gitssh-dev/gitssh/internal/repostore"
+)
+
+// startHousekeeping runs the GitProject and housekeeping controllers for namespace ns.
+func startHousekeeping(t *testing.T, ns string, pushDelay time.Duration) {
+	t.Helper()
+	g := NewWithT(t)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Logger:                 testr.New(t),
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
+	g.Expect((&controllers.GitProjectReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: repostore.Store{Root: t.TempDir()},
+		SSHUser: "git", Endpoint: &controllers.PublicEndpoint{Host: "git.example.com"},
+	}).SetupWithManager(mgr)).To(Succeed())
+	g.Expect((&controllers.HousekeepingReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), PushDelay: pushDelay,
+	}).SetupWithManager(mgr)).To(Succeed())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// counter reads a counter of the metrics registry, summed over the labels given.
+func counter(g Gomega, name string, labels map[string]string) float64 {
+	families, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func gitCmd(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=T", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=T", "GIT_COMMITTER_EMAIL=t@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// pushSmall makes n small pushes into the bare repository at bare, stored loose as git
+// does by default (a repository from before housekeeping).
+func pushSmall(t *testing.T, bare, branch string, n int) {
+	work := t.TempDir()
+	gitCmd(t, work, "init", "-q", "-b", "main")
+	for i := range n {
+		NewWithT(t).Expect(os.WriteFile(filepath.Join(work, fmt.Sprintf("f%d", i%5)), fmt.Appendf(nil, "%d\n", i), 0o644)).To(Succeed())
+		gitCmd(t, work, "add", "-A")
+		gitCmd(t, work, "commit", "-q", "-m", fmt.Sprint(i))
+		gitCmd(t, work, "push", "-q", bare, "HEAD:refs/heads/"+branch)
+	}
+}
+
+// A new repository gets a first run; the annotation asks for another, which packs the
+// loose objects of many small pushes and reports the facts; a push recorded in
+// lastPushTime brings an incremental run.
+func TestHousekeepingRuns(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	startHousekeeping(t, ns, time.Second)
+	ctx := context.Background()
+	project := &gitsshv1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-api", Namespace: ns},
+		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "api"},
+	}
+	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
+	maintenance := func(g Gomega) metav1.Condition {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
+		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(project.Status.Repository).NotTo(BeNil())
+		g.Expect(project.Status.Repository.LastMaintenanceTime).NotTo(BeNil())
+		return *c
+	}
+	g.Eventually(func(g Gomega) {
+		c := maintenance(g)
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(c.Message).To(HavePrefix("full run (scheduled)"), "a repository never maintained gets a run at once")
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	first := project.Status.Repository.LastMaintenanceTime.Time
+	fullRuns := counter(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})
+
+	pushSmall(t, project.Status.RepositoryPath, "main", 30)
+	before := project.DeepCopy()
+	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, time.Now().UTC().Add(time.Second).Format(time.RFC3339))
+	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := maintenance(g)
+		g.Expect(project.Status.Repository.LastMaintenanceTime.Time).To(BeTemporally(">", first))
+		g.Expect(c.Message).To(HavePrefix("full run (requested)"))
+		g.Expect(project.Status.Repository.LooseObjects).To(BeZero())
+		g.Expect(project.Status.Repository.Packs).To(Equal(int32(1)))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(counter(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})).To(Equal(fullRuns + 1))
+	gitCmd(t, project.Status.RepositoryPath, "fsck", "--strict")
+
+	// A push, as the usage recorder writes it.
+	pushSmall(t, project.Status.RepositoryPath, "feature", 2)
+	requested := project.Status.Repository.LastMaintenanceTime.Time
+	before = project.DeepCopy()
+	project.Status.LastPushTime = ptr.To(metav1.Now())
+	g.Expect(env.Client.Status().Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := maintenance(g)
+		g.Expect(project.Status.Repository.LastMaintenanceTime.Time).To(BeTemporally(">", requested))
+		g.Expect(c.Message).To(HavePrefix("incremental run (after a push)"))
+		g.Expect(project.Status.Repository.LooseObjects).To(BeZero())
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+}
+
+// A run on a corrupted repository sets Maintenance=False with git's message and counts a
+// failure; the Ready condition is untouched.
+func TestHousekeepingFailure(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	startHousekeeping(t, ns, time.Second)
+	ctx := context.Background()
+	project := &gitsshv1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-broken", Namespace: ns},
+		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "broken"},
+	}
+	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)).To(BeTrue())
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	bare := project.Status.RepositoryPath
+	pushSmall(t, bare, "main", 1)
+	head := gitCmd(t, bare, "rev-parse", "main")
+	object := filepath.Join(bare, "objects", head[:2], head[2:])
+	g.Expect(os.Chmod(object, 0o644)).To(Succeed())
+	g.Expect(os.WriteFile(object, []byte("garbage"), 0o644)).To(Succeed())
+	failures := counter(g, "gitssh_housekeeping_failures_total", nil)
+
+	before := project.DeepCopy()
+	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, time.Now().UTC().Add(time.Second).Format(time.RFC3339))
+	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
+		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(gitsshv1alpha1.ReasonMaintenanceFailed))
+		g.Expect(c.Message).To(And(HavePrefix("full run (requested) failed: git "), ContainSubstring(head)))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(counter(g, "gitssh_housekeeping_failures_total", nil)).To(Equal(failures + 1))
+	g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionReady)).To(BeTrue())
+}
