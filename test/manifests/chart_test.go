@@ -74,9 +74,24 @@ func TestChartDefaults(t *testing.T) {
 		"max-key-lifetime":                 "0s",
 		"key-expiry-warning":               "168h",
 		"stale-key-after":                  "0s",
+		"ssh-max-upload-packs":             "0",
+		"ssh-max-upload-packs-per-repo":    "0",
+		"ssh-upload-queue-timeout":         "2m",
+		"git-pack-threads":                 "0",
+		"git-pack-window-memory":           "0",
+		"cpu-limit":                        "$(GITSSH_CPU_LIMIT_MILLICORES)m",
+		"memory-limit":                     "$(GITSSH_MEMORY_LIMIT)",
+		"housekeeping-disabled":            "false",
+		"housekeeping-interval":            "24h",
+		"housekeeping-push-delay":          "5m",
+		"housekeeping-timeout":             "1h",
+		"housekeeping-prune-grace":         "336h",
+		"housekeeping-concurrency":         "1",
 	}))
 
 	c := container(t, deploy)
+	g.Expect(c["env"]).To(ContainElement(HaveKeyWithValue("valueFrom",
+		map[string]any{"resourceFieldRef": map[string]any{"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}})))
 	g.Expect(c["env"]).To(ContainElement(HaveKeyWithValue("valueFrom",
 		map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}})))
 	g.Expect(c["readinessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/readyz")))
@@ -192,6 +207,10 @@ func TestChartCustomValues(t *testing.T) {
 		HaveKeyWithValue("key-expiry-warning", "336h"),
 		HaveKeyWithValue("stale-key-after", "720h"),
 		HaveKeyWithValue("trusted-user-ca-keys", "acme-user-cas"),
+		HaveKeyWithValue("ssh-max-upload-packs", "8"),
+		HaveKeyWithValue("git-pack-window-memory", "32Mi"),
+		HaveKeyWithValue("housekeeping-disabled", "true"),
+		HaveKeyWithValue("housekeeping-concurrency", "2"),
 		HaveKeyWithValue("zap-log-level", "debug"),
 		HaveKeyWithValue("pack-cache-max-size", "256Mi"),
 		HaveKeyWithValue("pack-cache-ttl", "1m"),

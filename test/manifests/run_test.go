@@ -83,8 +83,11 @@ func TestChartRunsGitssh(t *testing.T) {
 	sshPort, healthPort := freePort(t), freePort(t)
 	deploy := m.one(t, "Deployment", "gitssh")
 	var args []string
+	// The kubelet expands $(VAR) in args; these are what the Downward API gives a container
+	// with limits of 2 CPUs and 1Gi.
+	downward := strings.NewReplacer("$(GITSSH_CPU_LIMIT_MILLICORES)", "2000", "$(GITSSH_MEMORY_LIMIT)", "1073741824")
 	for _, a := range container(t, deploy)["args"].([]any) {
-		args = append(args, a.(string))
+		args = append(args, downward.Replace(a.(string)))
 	}
 	args = append(args,
 		fmt.Sprintf("--ssh-addr=127.0.0.1:%d", sshPort),
