@@ -256,3 +256,37 @@ func TestRunCancelled(t *testing.T) {
 	g.Expect(errors.Is(err, context.Canceled)).To(BeTrue(), "got %v", err)
 	r.fsck()
 }
+
+// BenchmarkRun5000LooseObjects measures a run on a repository whose history (1,000
+// commits touching 3 of 20 files each) is stored as 5,000 loose objects, as many small
+// pushes left it before gitssh kept pushes as packs:
+//
+//	go test -run '^$' -bench Run5000 -benchtime 1x ./internal/housekeeping/
+func BenchmarkRun5000LooseObjects(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		b.Run(fmt.Sprintf("full=%v", full), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				r := newRepo(b, true)
+				r.git(r.bare, "config", "receive.unpackLimit", "1000000")
+				for range 1000 {
+					r.commit()
+				}
+				if out, err := r.push(); err != nil {
+					b.Fatal(err, out)
+				}
+				if f := r.facts(); f.LooseObjects < 5000 || f.Packs != 0 {
+					b.Fatalf("want 5,000 loose objects, got %+v", f)
+				}
+				b.StartTimer()
+				if err := housekeeping.Run(context.Background(), r.bare, housekeeping.Options{Full: full}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				f := r.facts()
+				b.ReportMetric(float64(f.Packs), "packs")
+				b.ReportMetric(float64(f.LooseObjects), "loose")
+			}
+		})
+	}
+}
