@@ -129,7 +129,7 @@ sleep 1 # let sshd reap a git gc --auto it may have started
 
 shape() { # REPO
 	local d=$1
-	echo "$(find "$d/objects" -path '*/pack/*' -name '*.pack' | wc -l) packs, $(find "$d/objects" -regextype posix-extended -regex '.*/[0-9a-f]{2}/[0-9a-f]{38}' | wc -l) loose objects"
+	echo "packs: $(find "$d/objects" -path "*/pack/*" -name "*.pack" | wc -l), loose objects: $(find "$d/objects" -regextype posix-extended -regex ".*/[0-9a-f]{2}/[0-9a-f]{38}" | wc -l)"
 }
 BEFORE_OPENSSH=$(shape "$WORK/openssh/bench/pushes.git")
 BEFORE_GITSSH=$(shape "$WORK/gitssh/bench/pushes.git")
