@@ -29,6 +29,8 @@ type Metrics struct {
 	gitReceived    *prometheus.CounterVec // service
 	gitSent        *prometheus.CounterVec // service
 	pushesTooLarge prometheus.Counter
+	uploadsWaiting prometheus.Gauge
+	uploadTimeouts prometheus.Counter
 	refused        *prometheus.CounterVec // type
 	proxyHeaders   *prometheus.CounterVec // reason
 	penalised      *penalisedSources
@@ -148,6 +150,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gitssh_ssh_git_sent_bytes_total",
 			Help: "Bytes git commands wrote to clients (output and messages), by service.",
 		}, []string{"service"})),
+		uploadsWaiting: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitssh_ssh_upload_packs_waiting",
+			Help: "Clones, fetches and archives waiting for a turn now (--ssh-max-upload-packs, --ssh-max-upload-packs-per-repo).",
+		})),
+		uploadTimeouts: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gitssh_ssh_upload_pack_queue_timeouts_total",
+			Help: "Clones, fetches and archives refused after waiting --ssh-upload-queue-timeout for a turn.",
+		})),
 		pushesTooLarge: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_pushes_too_large_total",
 			Help: "Pushes refused because their pack was larger than the push size limit or what is left of the repository's quota.",
@@ -386,6 +396,19 @@ func (m *Metrics) gitCommand(service string, run gitRun) {
 		m.gitDuration.WithLabelValues(service).Observe(run.duration.Seconds())
 		m.gitReceived.WithLabelValues(service).Add(float64(run.in))
 		m.gitSent.WithLabelValues(service).Add(float64(run.out))
+	}
+}
+
+// uploadWaiting: a clone starts (+1) or stops (-1) waiting for a turn.
+func (m *Metrics) uploadWaiting(delta float64) {
+	if m != nil {
+		m.uploadsWaiting.Add(delta)
+	}
+}
+
+func (m *Metrics) uploadQueueTimeout() {
+	if m != nil {
+		m.uploadTimeouts.Inc()
 	}
 }
 

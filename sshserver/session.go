@@ -183,13 +183,20 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		return
 	}
 	if cmd.Service != ReceivePack {
+		waited := false
 		release, err := c.s.uploads.acquire(ctx, repo.Path, c.s.cfg.UploadQueueTimeout, func(limit int, what string) {
+			waited = true
+			c.s.cfg.Metrics.uploadWaiting(1)
 			fmt.Fprintf(ch.Stderr(), "gitssh: waiting for a turn: %d clones and fetches of %s are running\n", limit, what)
 			log.Info("Queued command", "limit", limit, "of", what)
 		})
+		if waited {
+			c.s.cfg.Metrics.uploadWaiting(-1)
+		}
 		if err != nil {
 			var busy *busyError
 			if errors.As(err, &busy) {
+				c.s.cfg.Metrics.uploadQueueTimeout()
 				fmt.Fprintf(ch.Stderr(), "gitssh: %v\n", err)
 				log.Info("Refused command: waited too long for a turn", "limit", busy.limit, "of", busy.what, "waited", busy.wait)
 			}

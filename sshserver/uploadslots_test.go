@@ -10,6 +10,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // slowUploadPack is a git wrapper for Config.GitBinary: upload-pack takes a
@@ -110,7 +112,7 @@ func TestUploadPacksOfOtherRepositoriesDoNotWait(t *testing.T) {
 // that names the limit and says what to do.
 func TestUploadQueueTimeout(t *testing.T) {
 	g := NewWithT(t)
-	cfg := Config{MaxUploadPacks: 1, UploadQueueTimeout: 300 * time.Millisecond}
+	cfg := Config{MaxUploadPacks: 1, UploadQueueTimeout: 300 * time.Millisecond, Metrics: NewMetrics(prometheus.NewRegistry())}
 	cfg.GitBinary, _ = slowUploadPack(g, t.TempDir(), 3*time.Second)
 	e := newEnv(t, cfg)
 	first := make(chan error, 1)
@@ -127,6 +129,8 @@ func TestUploadQueueTimeout(t *testing.T) {
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(ContainSubstring("gitssh: waiting for a turn: 1 clones and fetches of this server are running"))
 	g.Expect(out).To(ContainSubstring("gitssh: the server is busy: it runs at most 1 clones and fetches of this server at a time (--ssh-max-upload-packs), and none ended within 300ms; try again in a few minutes"))
+	g.Expect(testutil.ToFloat64(cfg.Metrics.uploadTimeouts)).To(Equal(1.0))
+	g.Expect(testutil.ToFloat64(cfg.Metrics.uploadsWaiting)).To(BeZero())
 	g.Expect(<-first).NotTo(HaveOccurred())
 	g.Expect(e.srv.uploads.inUse()).To(BeZero(), "every slot was given back")
 }
