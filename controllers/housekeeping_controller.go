@@ -152,6 +152,12 @@ func (r *HousekeepingReconciler) due(ctx context.Context, project *gitsshv1alpha
 			r.Recorder.Eventf(project, nil, corev1.EventTypeWarning, "InvalidMaintenanceRequest", "Maintenance",
 				"Annotation %s=%q is not an RFC 3339 time; set it to the current time, e.g. $(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)",
 				gitsshv1alpha1.MaintenanceRequestedAtAnnotation, value)
+		case requested.After(now.Add(time.Minute)):
+			// A run would not satisfy it until then: every reconcile would run again.
+			log.FromContext(ctx).Info("Ignored a maintenance request in the future", "value", value)
+			r.Recorder.Eventf(project, nil, corev1.EventTypeWarning, "InvalidMaintenanceRequest", "Maintenance",
+				"Annotation %s=%q is in the future; set it to the current time, e.g. $(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)",
+				gitsshv1alpha1.MaintenanceRequestedAtAnnotation, value)
 		case requested.After(last):
 			return true, "requested", 0
 		}
