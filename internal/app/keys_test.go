@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
@@ -50,8 +51,14 @@ func TestKeyCreateDeleteAndUpdate(t *testing.T) {
 	g.Expect(string(fingerprint)).To(ContainSubstring(key.Status.Fingerprint), "status fingerprint is not ssh-keygen's")
 
 	// Changing the key: the old one is refused, the new one accepted.
-	key.Spec.PublicKey = desktop.publicKey
-	g.Expect(env.Client.Update(ctx, key)).To(Succeed())
+	// The usage recorder may write the key's lastUsedTime meanwhile: update the latest.
+	g.Eventually(func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(key), key); err != nil {
+			return err
+		}
+		key.Spec.PublicKey = desktop.publicKey
+		return env.Client.Update(ctx, key)
+	}).WithTimeout(eventually).Should(Succeed())
 	g.Eventually(func() error { _, err := lsRemote(laptop)(); return err }).WithTimeout(eventually).Should(HaveOccurred(), "old key still logs in")
 	g.Eventually(lsRemote(desktop)).WithTimeout(eventually).Should(BeEmpty(), "new key never became usable")
 
