@@ -48,7 +48,7 @@ var (
 	}, []string{"kind", "result"})
 	housekeepingFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gitssh_housekeeping_failures_total",
-		Help: "Failed housekeeping runs, by the git step that failed (pack-refs, prune, repack, commit-graph, timeout, other).",
+		Help: "Failed housekeeping runs, by the git step that failed (prune, repack, commit-graph, timeout, other).",
 	}, []string{"step"})
 	housekeepingDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "gitssh_housekeeping_duration_seconds",

@@ -1,13 +1,13 @@
 // Package housekeeping keeps bare repositories fast to clone: it packs loose objects,
-// repacks geometrically with a multi-pack bitmap, writes the commit-graph, packs refs and
-// prunes unreachable objects once they are older than a grace period. It knows git and the
-// file system, not Kubernetes; the GitProject controller decides when to run it.
+// repacks geometrically with a multi-pack bitmap, writes the commit-graph and prunes
+// unreachable objects once they are older than a grace period. It knows git and the file
+// system, not Kubernetes; the housekeeping controller decides when to run it.
 //
 // Every step is one that git itself runs while pushes and clones go on (git gc, git
 // maintenance): git writes new packs, indexes and graphs beside the old ones and renames
-// them into place, and takes a lock for refs, so a reader or a push never sees a half-made
-// file. What could hurt a push is pruning an object it is about to reference; the grace
-// period is what prevents that (see Options.PruneGrace).
+// them into place, so a reader or a push never sees a half-made file. What could hurt a
+// push is pruning an object it is about to reference, which the grace period prevents
+// (see Options.PruneGrace), and two races found by TestPushesDuringRuns (see Plan).
 package housekeeping
 
 import (
@@ -61,18 +61,22 @@ type Step struct {
 
 // Plan returns the git commands of a run, in order:
 //
-//  1. pack-refs: one packed-refs file instead of a file per branch and tag, which ref
-//     advertisement reads at once.
-//  2. prune (before the repack): delete loose unreachable objects older than the grace,
+//  1. prune (before the repack): delete loose unreachable objects older than the grace,
 //     so the repack does not keep them alive in a pack.
-//  3. repack: incremental (geometric, factor 2: each pack at least twice the size of the
+//  2. repack: incremental (geometric, factor 2: each pack at least twice the size of the
 //     next smaller one, so a run rewrites O(log n) packs) or full with a cruft pack;
 //     loose objects are rolled in either way. It writes a multi-pack index with a
 //     reachability bitmap, which lets pack-objects count a clone's objects without
 //     walking history. git 2.32 added --geometric, 2.34 multi-pack bitmaps, 2.37 cruft
 //     packs.
-//  4. commit-graph: a split (incremental) commit-graph of every reachable commit, which
+//  3. commit-graph: a split (incremental) commit-graph of every reachable commit, which
 //     makes history walks (negotiation, merge bases, rev-list) fast.
+//
+// Refs are not packed: git pack-refs --all --prune made a push that ran at the same
+// time fail with "cannot lock ref 'refs/heads/main': is at X but expected Y"
+// (TestPushesDuringRuns, git 2.39): receive-pack read a packed-refs file it had cached
+// while pack-refs replaced it and deleted the loose ref. gitssh writes no packed refs
+// itself, so every branch stays a loose file, which git reads one per ref.
 func Plan(opts Options) []Step {
 	expire := "--expire=" + strconv.FormatInt(time.Now().Add(-opts.pruneGrace()).Unix(), 10)
 	repack := []string{"repack", "-d", "--geometric=2", "--write-midx", "--write-bitmap-index", "--quiet"}
@@ -81,7 +85,6 @@ func Plan(opts Options) []Step {
 			"--write-midx", "--write-bitmap-index", "--quiet"}
 	}
 	return []Step{
-		{Name: "pack-refs", Args: []string{"pack-refs", "--all", "--prune"}},
 		{Name: "prune", Args: []string{"prune", expire}},
 		{Name: "repack", Args: repack},
 		{Name: "commit-graph", Args: []string{"commit-graph", "write", "--reachable", "--split", "--no-progress"}},
@@ -117,7 +120,7 @@ func (e *StepError) Unwrap() error { return e.Err }
 const maxOutput = 512
 
 // Run runs Plan(opts) on the bare repository at dir, one step after the other, and stops at
-// the first that fails with a *StepError. Cancelling ctx kills the running git and its
+// the first that fails (after retries) with a *StepError. Cancelling ctx kills the running git and its
 // children; what they leave (temporary packs) is ignored by git and removed by the next run.
 // Callers must not run two at once on one repository: git's own locks would make the second
 // fail, not wait.
@@ -126,12 +129,24 @@ func Run(ctx context.Context, dir string, opts Options) error {
 		return fmt.Errorf("%s is not a bare repository: %w", dir, err)
 	}
 	for _, step := range Plan(opts) {
-		if err := runGit(ctx, dir, opts, step); err != nil {
+		var err error
+		for range attempts {
+			if err = runGit(ctx, dir, opts, step); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// attempts is how often a failing step is tried. A push that lands while repack writes
+// the multi-pack bitmap can make it fail ("Packfile doesn't have full closure": the refs
+// it read name objects of a pack it did not include); git then exits before deleting
+// anything, and the next attempt sees the push whole (TestPushesDuringRuns).
+const attempts = 3
 
 func runGit(ctx context.Context, dir string, opts Options, step Step) error {
 	git := opts.GitBinary
