@@ -102,6 +102,17 @@ func pushSmall(t *testing.T, bare, branch string, n int) {
 	}
 }
 
+// requestTime is a value for the maintenance annotation, as `date -u` gives it: whole
+// seconds, polled until it is after the last run's start (status times are whole seconds).
+func requestTime(g Gomega, last time.Time) string {
+	var at time.Time
+	g.Eventually(func() bool {
+		at = time.Now().UTC().Truncate(time.Second)
+		return at.After(last)
+	}).WithTimeout(3 * time.Second).WithPolling(50 * time.Millisecond).Should(BeTrue())
+	return at.Format(time.RFC3339)
+}
+
 // A new repository gets a first run; the annotation asks for another, which packs the
 // loose objects of many small pushes and reports the facts; a push recorded in
 // lastPushTime brings an incremental run.
@@ -133,7 +144,7 @@ func TestHousekeepingRuns(t *testing.T) {
 
 	pushSmall(t, project.Status.RepositoryPath, "main", 30)
 	before := project.DeepCopy()
-	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, time.Now().UTC().Add(time.Second).Format(time.RFC3339))
+	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, first))
 	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		c := maintenance(g)
@@ -184,7 +195,7 @@ func TestHousekeepingFailure(t *testing.T) {
 	failures := counter(g, "gitssh_housekeeping_failures_total", nil)
 
 	before := project.DeepCopy()
-	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, time.Now().UTC().Add(time.Second).Format(time.RFC3339))
+	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, project.Status.Repository.LastMaintenanceTime.Time))
 	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
