@@ -166,7 +166,14 @@ func (c Config) withDefaults() (Config, error) {
 	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
 	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
 	c.MaxPushSize = orDefault(c.MaxPushSize, DefaultMaxPushSize)
-	c.MaxUploadPacks = orDefault(c.MaxUploadPacks, defaultMaxUploadPacks())
+	// With the pack cache, identical fetches wait for one pack-objects run: holding
+	// their sessions in line would stop them from coinciding, so the bounds are off
+	// unless set. Bounding the cache's misses instead is left to do.
+	uploads := defaultMaxUploadPacks()
+	if c.PackCache.Dir != "" {
+		uploads = -1
+	}
+	c.MaxUploadPacks = orDefault(c.MaxUploadPacks, uploads)
 	perRepo := -1
 	if c.MaxUploadPacks > 0 {
 		perRepo = max(1, c.MaxUploadPacks/2)
