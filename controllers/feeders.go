@@ -63,7 +63,8 @@ func (f *SSHPublicKeyFeeder) Reconcile(ctx context.Context, req ctrl.Request) (c
 // reconcile queue drains.
 func (f *SSHPublicKeyFeeder) LoadAll(ctx context.Context) error {
 	var keys gitsshv1alpha1.SSHPublicKeyList
-	if err := f.Client.List(ctx, &keys); err != nil {
+	// feed only reads: the cache's own objects spare a copy of every key at start-up.
+	if err := f.Client.List(ctx, &keys, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	for _, key := range ptrs(keys.Items) {
@@ -124,7 +125,7 @@ func (f *GitProjectFeeder) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 // LoadAll feeds every GitProject in the cache; see SSHPublicKeyFeeder.LoadAll.
 func (f *GitProjectFeeder) LoadAll(ctx context.Context) error {
 	var projects gitsshv1alpha1.GitProjectList
-	if err := f.Client.List(ctx, &projects); err != nil {
+	if err := f.Client.List(ctx, &projects, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	for _, project := range ptrs(projects.Items) {

@@ -89,7 +89,7 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{
 		Config: ssh.Config{
 			KeyExchanges: keyExchanges,
-			Ciphers:      ciphers,
+			Ciphers:      c.s.cfg.Ciphers,
 			MACs:         macs,
 		},
 		PublicKeyAuthAlgorithms: publicKeyAuthAlgorithms,

@@ -4,18 +4,23 @@
 # repositories to the same git/ssh client. See hack/bench/README.md.
 #
 # Environment:
-#   RUNS=7                 runs per case and server (medians; at least 5)
+#   RUNS=7                 runs per case, cipher and server (medians; at least 5)
 #   BENCH_OUT=hack/bench/out  cache for the generated repositories and results
-#   BENCH_CIPHER=          force one cipher on the client for both servers,
-#                          e.g. aes128-gcm@openssh.com (default: client's choice)
-#   BENCH_CASES="big small ls-remote ls-remote-10k parallel"; "fanout" (30 parallel
-#                          clones of one new commit of a ~100 MB repository, OpenSSH and
-#                          gitssh with the pack cache off and on) runs only when named
+#   BENCH_CIPHERS="default" the client's ciphers to measure, each in turn: "default"
+#                          (the client's choice against each server's own offer) or
+#                          a cipher forced on the client for both servers, e.g.
+#                          "default chacha20-poly1305@openssh.com aes128-gcm@openssh.com aes128-ctr"
+#                          (BENCH_CIPHER=X is BENCH_CIPHERS=X)
+#   BENCH_CASES="big small push-big push-small ls-remote ls-remote-10k parallel";
+#                          "fanout" (30 parallel clones of one new commit of a ~100 MB
+#                          repository, OpenSSH and gitssh with the pack cache off and on)
+#                          runs only when named, and only with the "default" cipher
 #   FANOUT=30              clones per fan-out run
 #   FANOUT_WARMUP=1        0: no warm-up fan-out per server (on a loaded machine)
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
-#   BENCH_COPY_BUFFER=N    sshserver.Config.CopyBufferSize for the gitssh server
+#   BENCH_GITSSH_FLAGS=    more flags for gitssh-server, e.g. "-copy-buffer 65536"
+#                          or "-ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com"
 set -euo pipefail
 
 REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,7 +28,8 @@ cd "$REPO_ROOT_DIR"
 
 RUNS=${RUNS:-7}
 OUT=$(mkdir -p "${BENCH_OUT:-hack/bench/out}" && cd "${BENCH_OUT:-hack/bench/out}" && pwd)
-CASES=${BENCH_CASES:-big small ls-remote ls-remote-10k parallel}
+CASES=${BENCH_CASES:-big small push-big push-small ls-remote ls-remote-10k parallel}
+CIPHERS=${BENCH_CIPHERS:-${BENCH_CIPHER:-default}}
 PARALLEL=20
 REPOS=$OUT/repos # REPOS/bench/{big,small}.git
 
@@ -117,6 +123,14 @@ gen_fanout() { # ~100 MB: 1,000 commits, each adds 10 files of 12 KiB of base64 
 gen_big
 gen_small
 [[ " $CASES " == *" fanout "* ]] && gen_fanout
+# Push sources (local clones of the two) and one empty target per server, emptied
+# again before each push. The targets exist before gitssh-server starts: it serves
+# the repositories it finds then.
+for r in big small; do
+	[[ -d $OUT/src/$r.git ]] || git clone -q --bare "$REPOS/bench/$r.git" "$OUT/src/$r.git"
+done
+reset_target() { rm -rf "$REPOS/bench/push-$1.git" && git init -q --bare "$REPOS/bench/push-$1.git"; }
+for s in openssh gitssh gitssh-all; do reset_target $s; done
 BIG_MB=$(du -sm "$REPOS/bench/big.git" | cut -f1)
 SMALL_MB=$(du -sm "$REPOS/bench/small.git" | cut -f1)
 
@@ -179,9 +193,10 @@ else
 	go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
 fi
 
-GITSSH_FLAGS=()
+read -ra GITSSH_FLAGS <<<"${BENCH_GITSSH_FLAGS:-}"
 [[ -n ${BENCH_CPUPROFILE:-} ]] && GITSSH_FLAGS+=(-cpuprofile "$BENCH_CPUPROFILE")
-[[ -n ${BENCH_COPY_BUFFER:-} ]] && GITSSH_FLAGS+=(-copy-buffer "$BENCH_COPY_BUFFER")
+# What a forced cipher is measured against: gitssh offering every cipher it supports.
+ALL_CIPHERS=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr
 
 declare -A SERVER_PID
 # Servers start in the main shell (not in $(...)) so that PIDS keeps them.
@@ -200,6 +215,8 @@ start_sshd_at() { # NAME KEYS PORT
 		StrictModes no
 		PermitRootLogin prohibit-password
 		AcceptEnv GIT_PROTOCOL
+		# gitssh checks every pushed object; so does git under sshd here.
+		SetEnv GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
 		MaxStartups 64
 		UseDNS no
 		PrintMotd no
@@ -226,6 +243,8 @@ SSHD10K_PORT=$(free_port)
 start_sshd_at sshd-10k "$OUT/keys/authorized_keys_10001" "$SSHD10K_PORT"
 GITSSH_PORT=$(free_port)
 start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}"
+GITSSH_ALL_PORT=$(free_port)
+start_gitssh_at gitssh-all "$OUT/keys/client.pub" "$GITSSH_ALL_PORT" -ciphers "$ALL_CIPHERS"
 GITSSH10K_PORT=$(free_port)
 start_gitssh_at gitssh-10k "$OUT/keys/authorized_keys_10001" "$GITSSH10K_PORT"
 GITSSHCACHE_PORT=$(free_port)
@@ -233,23 +252,33 @@ start_gitssh_at gitssh-cache "$OUT/keys/client.pub" "$GITSSHCACHE_PORT" -pack-ca
 
 # The same client options for both servers. KEX is pinned because OpenSSH 9.2
 # would pick sntrup761x25519 from sshd, which gitssh does not offer.
-SSH_CMD="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o ControlMaster=no \
+SSH_BASE="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o ControlMaster=no \
  -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
  -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
-[[ -n ${BENCH_CIPHER:-} ]] && SSH_CMD+=" -c $BENCH_CIPHER"
-export GIT_SSH_COMMAND=$SSH_CMD GIT_SSH_VARIANT=ssh
+use_cipher() { # CIPHER: the client command for the runs that follow
+	CIPHER=$1
+	GIT_SSH_COMMAND=$SSH_BASE
+	[[ $CIPHER == default ]] || GIT_SSH_COMMAND+=" -c $CIPHER"
+	export GIT_SSH_COMMAND
+}
+use_cipher default
+export GIT_SSH_VARIANT=ssh
 export GIT_CONFIG_NOSYSTEM=1 HOME=$WORK/home
 mkdir -p "$HOME"
 
 url() { # SERVER REPO
+	local g=gitssh p=$GITSSH_PORT
+	# A forced cipher is measured against gitssh offering every cipher.
+	[[ $CIPHER == default ]] || { g=gitssh-all p=$GITSSH_ALL_PORT; }
 	case $1 in
 	openssh) echo "ssh://root@127.0.0.1:$SSHD_PORT$REPOS/bench/$2.git" ;;
 	openssh-10k) echo "ssh://root@127.0.0.1:$SSHD10K_PORT$REPOS/bench/$2.git" ;;
-	gitssh) echo "ssh://git@127.0.0.1:$GITSSH_PORT/bench/$2.git" ;;
+	gitssh) echo "ssh://git@127.0.0.1:$p/bench/${2/push-gitssh/push-$g}.git" ;;
 	gitssh-10k) echo "ssh://git@127.0.0.1:$GITSSH10K_PORT/bench/$2.git" ;;
 	gitssh-cache) echo "ssh://git@127.0.0.1:$GITSSHCACHE_PORT/bench/$2.git" ;;
 	esac
 }
+gitssh_name() { [[ $CIPHER == default ]] && echo gitssh || echo gitssh-all; }
 
 # Both servers must give the same refs, over protocol v2.
 for s in openssh openssh-10k gitssh gitssh-10k gitssh-cache; do
@@ -260,18 +289,32 @@ for s in openssh openssh-10k gitssh gitssh-10k gitssh-cache; do
 		cmp -s "$WORK/ls-openssh-$r" "$WORK/ls-$s-$r" || die "$s advertises other refs than openssh for $r"
 	done
 done
-CIPHER_USED=$(ssh -G -F /dev/null ${BENCH_CIPHER:+-c $BENCH_CIPHER} x 2>/dev/null | awk '/^ciphers /{split($2,a,","); print a[1]}')
+# The cipher the connection used, as the client logs it.
+cipher_used() { # SERVER
+	local port=$SSHD_PORT
+	[[ $1 == gitssh ]] && port=$(url gitssh x | sed 's/.*:\([0-9]*\)\/.*/\1/')
+	# gitssh refuses user root after the key exchange: only the log matters.
+	{ $GIT_SSH_COMMAND -v -p "$port" root@127.0.0.1 true 2>&1 || true; } | awk '/kex: server->client cipher:/ && !c++ { print $5 }'
+}
 
 # --- measurements -------------------------------------------------------------
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 now() { date +%s%N; }
 
 run_case() { # CASE SERVER -> prints seconds
-	local c=$1 s=$2 t0 t1 d=$WORK/clone
+	local c=$1 s=$2 t0 t1 d=$WORK/clone target
 	rm -rf "$d"
 	mkdir -p "$d"
+	case $c in push-*)
+		target=push-$s
+		[[ $s == gitssh ]] && target=push-$(gitssh_name)
+		reset_target "${target#push-}"
+		;;
+	esac
 	t0=$(now)
 	case $c in
 	big | small) git clone -q --bare "$(url "$s" "$c")" "$d/x.git" ;;
+	push-big | push-small) git -C "$OUT/src/${c#push-}.git" push -q "$(url "$s" "push-$s")" 'refs/heads/*:refs/heads/*' ;;
 	ls-remote) git ls-remote "$(url "$s" small)" >/dev/null ;;
 	ls-remote-10k) git ls-remote "$(url "$s-10k" small)" >/dev/null ;;
 	parallel)
@@ -289,9 +332,14 @@ run_case() { # CASE SERVER -> prints seconds
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 }
 
-# cpu PID: CPU seconds used by the server and its reaped children (sshd's
-# per-connection processes, gitssh's git commands), from /proc/PID/stat.
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13 + $14 + $15) / hz }' "/proc/$1/stat"; }
+# cpu PID [own|children|all]: CPU seconds used by the server process itself, by
+# its reaped children (sshd's per-connection processes, git under both), or both,
+# from /proc/PID/stat.
+cpu() {
+	awk -v hz="$(getconf CLK_TCK)" -v w="${2:-all}" '{ sub(/^.*\) /, "");
+		own = $12 + $13; kids = $14 + $15
+		printf "%.2f\n", (w == "own" ? own : w == "children" ? kids : own + kids) / hz }' "/proc/$1/stat"
+}
 
 median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -299,6 +347,8 @@ label() {
 	case $1 in
 	big) echo "clone --bare, big repo (${BIG_MB} MB, 40 random 5 MiB blobs)" ;;
 	small) echo "clone --bare, small-objects repo (${SMALL_MB} MB, 20,000 files, 400 commits)" ;;
+	push-big) echo "push of the big repo into an empty one" ;;
+	push-small) echo "push of the small-objects repo into an empty one" ;;
 	ls-remote) echo "ls-remote (handshake + auth + refs)" ;;
 	ls-remote-10k) echo "ls-remote, 10,001 authorized keys (real one last)" ;;
 	parallel) echo "$PARALLEL parallel clones of the small repo (wall time)" ;;
@@ -334,9 +384,11 @@ new_commit() { # a new commit on main: a new pack to make for everyone
 }
 p95() { sort -n "$1" | awk '{ v[NR] = $1 } END { i = int(NR * 0.95 + 0.999); if (i < 1) i = 1; print v[i] }'; }
 FANOUT_SERVERS="openssh gitssh gitssh-cache"
+FANOUT_DONE=0
 declare -A FANOUT_PID=([openssh]=sshd [gitssh]=gitssh [gitssh-cache]=gitssh-cache)
-if [[ " $CASES " == *" fanout "* ]]; then
-	log "case fanout: $FANOUT parallel clones, $RUNS runs per server, interleaved"
+fanout_case() { # with the default cipher only
+	log "case fanout, cipher default ($CIPHER_OPENSSH / $CIPHER_GITSSH): $FANOUT parallel clones, $RUNS runs per server, interleaved"
+	FANOUT_CIPHER="$CIPHER_OPENSSH / $CIPHER_GITSSH"
 	if ((${FANOUT_WARMUP:-1})); then
 		new_commit warm-up
 		for s in $FANOUT_SERVERS; do fanout_run "$s" 0; done
@@ -357,49 +409,78 @@ if [[ " $CASES " == *" fanout "* ]]; then
 			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >>"$WORK/fanout-wall-$s"
 		done
 	done
+	FANOUT_DONE=1
+}
+if [[ " $CASES " == *" fanout "* && " $CIPHERS " != *" default "* ]]; then
+	log "case fanout runs only with the default cipher, and BENCH_CIPHERS has no \"default\": skipped"
 fi
 
-for c in $CASES; do
-	[[ $c == fanout ]] && continue
-	label "$c" >/dev/null
-	log "case $c: $RUNS runs per server, interleaved"
-	: >"$WORK/t-$c-openssh"
-	: >"$WORK/t-$c-gitssh"
-	run_case "$c" openssh >/dev/null # warm-up: page cache, first connection
-	run_case "$c" gitssh >/dev/null
-	[[ $c == *-10k ]] && sfx=-10k || sfx=
-	sleep 0.5 # let sshd reap its children
-	cpu0_openssh=$(cpu "${SERVER_PID[sshd$sfx]}")
-	cpu0_gitssh=$(cpu "${SERVER_PID[gitssh$sfx]}")
-	for i in $(seq "$RUNS"); do
-		# Alternate which server goes first, so neither always follows the other.
-		if ((i % 2)); then order="openssh gitssh"; else order="gitssh openssh"; fi
-		for s in $order; do run_case "$c" "$s" >>"$WORK/t-$c-$s"; done
+per_run() { awk -v a="$1" -v b="$2" -v n="$RUNS" 'BEGIN { printf "%.3f\n", (b - a) / n }'; }
+
+ROWS=()
+for cipher in $CIPHERS; do
+	use_cipher "$cipher"
+	CIPHER_OPENSSH=$(cipher_used openssh)
+	CIPHER_GITSSH=$(cipher_used gitssh)
+	[[ -n $CIPHER_OPENSSH && -n $CIPHER_GITSSH ]] || die "no connection with cipher $cipher"
+	if [[ $cipher == default && " $CASES " == *" fanout "* ]]; then
+		fanout_case
+	fi
+	for c in $CASES; do
+		[[ $c == fanout ]] && continue
+		label "$c" >/dev/null
+		[[ $cipher == default || $c != *ls-remote* && $c != parallel ]] || continue # connection cases: default only
+		k=$c@$cipher
+		ROWS+=("$k")
+		log "case $c, cipher $cipher ($CIPHER_OPENSSH / $CIPHER_GITSSH): $RUNS runs per server, interleaved"
+		echo "$CIPHER_OPENSSH / $CIPHER_GITSSH" >"$WORK/cipher-$k"
+		: >"$WORK/t-$k-openssh"
+		: >"$WORK/t-$k-gitssh"
+		run_case "$c" openssh >/dev/null # warm-up: page cache, first connection
+		run_case "$c" gitssh >/dev/null
+		[[ $c == *-10k ]] && sfx=-10k || sfx=
+		gname=$(gitssh_name)
+		[[ -n $sfx ]] && gname=gitssh-10k
+		sleep 0.5 # let sshd reap its children
+		o0=$(cpu "${SERVER_PID[sshd$sfx]}")
+		g0=$(cpu "${SERVER_PID[$gname]}" own)
+		k0=$(cpu "${SERVER_PID[$gname]}" children)
+		for i in $(seq "$RUNS"); do
+			# Alternate which server goes first, so neither always follows the other.
+			if ((i % 2)); then order="openssh gitssh"; else order="gitssh openssh"; fi
+			for s in $order; do run_case "$c" "$s" >>"$WORK/t-$k-$s"; done
+		done
+		sleep 0.5
+		per_run "$o0" "$(cpu "${SERVER_PID[sshd$sfx]}")" >"$WORK/cpu-$k-openssh"
+		per_run "$g0" "$(cpu "${SERVER_PID[$gname]}" own)" >"$WORK/cpu-$k-gitssh-own"
+		per_run "$k0" "$(cpu "${SERVER_PID[$gname]}" children)" >"$WORK/cpu-$k-gitssh-git"
 	done
-	sleep 0.5
-	awk -v a="$cpu0_openssh" -v b="$(cpu "${SERVER_PID[sshd$sfx]}")" -v n="$RUNS" 'BEGIN { printf "%.3f\n", (b - a) / n }' >"$WORK/cpu-$c-openssh"
-	awk -v a="$cpu0_gitssh" -v b="$(cpu "${SERVER_PID[gitssh$sfx]}")" -v n="$RUNS" 'BEGIN { printf "%.3f\n", (b - a) / n }' >"$WORK/cpu-$c-gitssh"
 done
 
 # --- report -------------------------------------------------------------------
 fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else printf "%.2f s", s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "-" }'; }
 {
 	echo "# gitssh vs OpenSSH sshd"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each (fanout: $( ((${FANOUT_WARMUP:-1})) && echo "also" || echo "none"));"
-	echo "client: \`${SSH_CMD//$OUT/OUT}\` (cipher: ${BENCH_CIPHER:-client default, $CIPHER_USED})"
+	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each$( ((FANOUT_DONE)) && { ((${FANOUT_WARMUP:-1})) && echo " (fanout: also)" || echo " (fanout: none)"; }); load average before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "client: \`${SSH_BASE//$OUT/OUT} [-c CIPHER]\`; gitssh-server flags: \`${GITSSH_FLAGS[*]:-(defaults)}\`"
 	echo
-	echo "| case | OpenSSH median | gitssh median | ratio gitssh/OpenSSH | server CPU per run, OpenSSH / gitssh |"
-	echo "|---|---:|---:|---:|---:|"
-	for c in $CASES; do
-		[[ $c == fanout ]] && continue
-		a=$(median "$WORK/t-$c-openssh")
-		b=$(median "$WORK/t-$c-gitssh")
-		echo "| $(label "$c") | $(fmt "$a") | $(fmt "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }') | $(fmt "$(cat "$WORK/cpu-$c-openssh")") / $(fmt "$(cat "$WORK/cpu-$c-gitssh")") |"
+	echo "| case | client cipher (OpenSSH / gitssh) | OpenSSH | gitssh | ratio | server CPU OpenSSH | server CPU gitssh (own + git) | CPU ratio |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|"
+	for k in "${ROWS[@]}"; do
+		c=${k%%@*}
+		a=$(median "$WORK/t-$k-openssh")
+		b=$(median "$WORK/t-$k-gitssh")
+		co=$(cat "$WORK/cpu-$k-openssh")
+		cg=$(cat "$WORK/cpu-$k-gitssh-own")
+		ck=$(cat "$WORK/cpu-$k-gitssh-git")
+		ct=$(awk -v a="$cg" -v b="$ck" 'BEGIN { print a + b }')
+		echo "| $(label "$c") | $(cat "$WORK/cipher-$k") | $(fmt "$a") | $(fmt "$b") | $(ratio "$a" "$b") | $(fmt "$co") | $(fmt "$ct") ($(fmt "$cg") + $(fmt "$ck")) | $(ratio "$co" "$ct") |"
 	done
-	if [[ " $CASES " == *" fanout "* ]]; then
+	if ((FANOUT_DONE)); then
 		echo
-		echo "$FANOUT parallel \`git clone --bare\` of one new commit of a $(du -sm "$REPOS/bench/fanout.git" | cut -f1) MB repository (1,000 commits, 10,000 files); $RUNS runs per server:"
+		echo "$FANOUT parallel \`git clone --bare\` of one new commit of a $(du -sm "$REPOS/bench/fanout.git" | cut -f1) MB repository (1,000 commits, 10,000 files); $RUNS runs per server; client cipher (OpenSSH / gitssh): $FANOUT_CIPHER:"
 		echo
 		echo "| server | median clone | p95 clone | median wall time of the run | server CPU per run (median) | CPU / OpenSSH's |"
 		echo "|---|---:|---:|---:|---:|---:|"
@@ -413,15 +494,15 @@ fmt() { awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else print
 	echo
 	echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
 	echo "Versions: $(git --version); OpenSSH server $(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo '?'), client $(ssh -V 2>&1); $(go version | cut -d' ' -f3); $(go list -m golang.org/x/crypto)"
-	echo "Server CPU = user+system seconds of the server process and its reaped children (git included), averaged over the measured runs."
+	echo "Server CPU = user+system seconds per run of the server process and its reaped children (sshd's per-connection processes; git on both sides), averaged over the measured runs. For gitssh it is split into the server's own and git's."
+	echo "A forced cipher is measured against a gitssh offering every cipher it supports; \"default\" against each server's own offer."
 	echo
 	echo "Raw times (s), OpenSSH / gitssh:"
 	echo
-	for c in $CASES; do
-		[[ $c == fanout ]] && continue
-		echo "- $c: $(paste -sd' ' "$WORK/t-$c-openssh") / $(paste -sd' ' "$WORK/t-$c-gitssh")"
+	for k in "${ROWS[@]}"; do
+		echo "- $k: $(paste -sd' ' "$WORK/t-$k-openssh") / $(paste -sd' ' "$WORK/t-$k-gitssh")"
 	done
-	if [[ " $CASES " == *" fanout "* ]]; then
+	if ((FANOUT_DONE)); then
 		for s in $FANOUT_SERVERS; do
 			echo "- fanout $s: server CPU per run $(paste -sd' ' "$WORK/fanout-cpu-$s"); wall $(paste -sd' ' "$WORK/fanout-wall-$s")"
 		done

@@ -2,6 +2,7 @@ package app
 
 import (
 	"flag"
+	"strings"
 
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/housekeeping"
@@ -53,6 +54,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SSH.PackCache.Dir, "pack-cache-dir", "", "A directory of its own (an emptyDir) for the pack cache: identical fetches at the same time, such as CI jobs cloning one commit, are served from one git pack-objects run. Empty: no cache.")
 	fs.TextVar((*ByteSize)(&o.SSH.PackCache.MaxBytes), "pack-cache-max-size", ByteSize(packcache.DefaultMaxBytes), "The most the pack cache keeps on disk, as a quantity such as 512Mi or 2Gi; the least recently used packs go first.")
 	fs.DurationVar(&o.SSH.PackCache.TTL, "pack-cache-ttl", packcache.DefaultTTL, "How long a cached pack is served after it was made.")
+	fs.TextVar((*StringList)(&o.SSH.Ciphers), "ssh-ciphers", StringList(sshserver.DefaultCiphers), "The ciphers offered to clients, comma-separated; the client picks the first of its own list that is offered. Supported: "+strings.Join(sshserver.SupportedCiphers, ", ")+".")
 	fs.StringVar(&o.SSH.GitHooksDir, "ssh-git-hooks-dir", "", "An absolute path to a directory of git hooks (pre-receive, update, post-receive, ...) run for every repository; pushers must not be able to write it. Empty: no hooks run, not even those in a repository's hooks/.")
 
 	fs.IntVar(&o.SSH.MaxUploadPacks, "ssh-max-upload-packs", 0, "Clones, fetches and archives (git upload-pack, upload-archive) running at once on this pod; more wait in line. 0: twice the CPUs of the pod (its CPU limit); negative: no limit.")

@@ -41,6 +41,7 @@ func main() {
 	hostKey := flag.String("host-key", "", "OpenSSH private host key file (the same one sshd gets, for a fair comparison)")
 	authorizedKeys := flag.String("authorized-keys", "", "authorized_keys file; every key in it logs in as the user owning everything")
 	copyBuf := flag.Int("copy-buffer", 0, "sshserver.Config.CopyBufferSize; 0 takes the default")
+	ciphers := flag.String("ciphers", "", "sshserver.Config.Ciphers, comma-separated; empty takes the default")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM/SIGINT")
 	verbose := flag.Bool("v", false, "log to stderr")
 	packCacheDir := flag.String("pack-cache-dir", "", "sshserver.Config.PackCache.Dir; empty: no pack cache")
@@ -66,7 +67,11 @@ func main() {
 	if *verbose {
 		logger = funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{Verbosity: 1})
 	}
-	srv, err := sshserver.New(sshserver.Config{CopyBufferSize: *copyBuf, PackCache: packcache.Config{Dir: *packCacheDir}}, signers, auth, nil, logger)
+	cfg := sshserver.Config{CopyBufferSize: *copyBuf, PackCache: packcache.Config{Dir: *packCacheDir}}
+	if *ciphers != "" {
+		cfg.Ciphers = strings.Split(*ciphers, ",")
+	}
+	srv, err := sshserver.New(cfg, signers, auth, nil, logger)
 	if err != nil {
 		log.Fatal(err)
 	}

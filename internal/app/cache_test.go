@@ -1,0 +1,47 @@
+package app
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+)
+
+func TestStripForCache(t *testing.T) {
+	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	for _, tc := range []struct {
+		name            string
+		annotations     map[string]string
+		managedFields   []metav1.ManagedFieldsEntry
+		wantAnnotations map[string]string
+	}{
+		{name: "applied server-side and client-side",
+			annotations:   map[string]string{lastAppliedAnnotation: `{"spec":{}}`, "team": "a"},
+			managedFields: managed, wantAnnotations: map[string]string{"team": "a"}},
+		{name: "only the last-applied annotation",
+			annotations: map[string]string{lastAppliedAnnotation: `{"spec":{}}`}},
+		{name: "only managedFields", managedFields: managed},
+		{name: "neither", annotations: map[string]string{"team": "a"}, wantAnnotations: map[string]string{"team": "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			key := &gitsshv1alpha1.SSHPublicKey{
+				ObjectMeta: metav1.ObjectMeta{Name: "k", Annotations: tc.annotations, ManagedFields: tc.managedFields},
+				Spec:       gitsshv1alpha1.SSHPublicKeySpec{User: "alice", PublicKey: "ssh-ed25519 AAAA"},
+			}
+			out, err := stripForCache(key)
+			g.Expect(err).NotTo(HaveOccurred())
+			stripped := out.(*gitsshv1alpha1.SSHPublicKey)
+			g.Expect(stripped.ManagedFields).To(BeNil())
+			g.Expect(stripped.Annotations).To(Equal(tc.wantAnnotations))
+			g.Expect(stripped.Spec).To(Equal(key.Spec), "what the controllers read is kept")
+		})
+	}
+	// A tombstone of a deleted object passes through untouched.
+	g := NewWithT(t)
+	out, err := stripForCache("not an object")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(Equal("not an object"))
+}
