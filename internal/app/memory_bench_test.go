@@ -102,6 +102,9 @@ func BenchmarkScaleMemory(b *testing.B) {
 				heap = max(heap, metricMiB(b, metricsPort, "go_memstats_heap_inuse_bytes"))
 			}
 			b.ReportMetric(rss, phase+"-rss-MiB")
+			// Anonymous memory: the resident set but for the binary's own pages, which the
+			// kernel can drop and read again.
+			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "RssAnon"), phase+"-rss-anon-MiB")
 			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "VmHWM"), phase+"-peak-rss-MiB")
 			b.ReportMetric(heap, phase+"-heap-inuse-MiB")
 		}
@@ -202,7 +205,7 @@ func freePort(b *testing.B) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// procStatusMiB reads a "Vm…: N kB" line of /proc/PID/status, in MiB.
+// procStatusMiB reads a "Vm…: N kB" or "Rss…: N kB" line of /proc/PID/status, in MiB.
 func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -70,6 +70,7 @@ func TestChartDefaults(t *testing.T) {
 		"pack-cache-dir":                   "/var/cache/gitssh/packs",
 		"pack-cache-max-size":              "1Gi",
 		"pack-cache-ttl":                   "5m",
+		"ssh-ciphers":                      "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
 		"usage-flush-interval":             "1m",
 		"max-key-lifetime":                 "0s",
 		"key-expiry-warning":               "168h",
@@ -94,6 +95,8 @@ func TestChartDefaults(t *testing.T) {
 		map[string]any{"resourceFieldRef": map[string]any{"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}})))
 	g.Expect(c["env"]).To(ContainElement(HaveKeyWithValue("valueFrom",
 		map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}})))
+	g.Expect(c["env"]).To(ContainElement(map[string]any{"name": "GOMEMLIMIT", "valueFrom": map[string]any{
+		"resourceFieldRef": map[string]any{"resource": "limits.memory"}}}), "the Go heap's soft limit follows the container's")
 	g.Expect(c["readinessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/readyz")))
 	g.Expect(c["livenessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/healthz")))
 	g.Expect(c["securityContext"]).To(And(
@@ -299,6 +302,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"a relative hooks directory", []string{"ssh.gitHooksDir=hooks"}, "/ssh/gitHooksDir"},
 		{"a CA ConfigMap name that is not one", []string{"ssh.trustedUserCAKeys=User CAs"}, "/ssh/trustedUserCAKeys"},
 		{"a self-service value mistyped", []string{"selfService.adminGroup=admins"}, "adminGroup"},
+		{"a cipher gitssh does not support", []string{"ssh.ciphers={aes128-cbc}"}, "/ssh/ciphers/0"},
 		{"a mistyped value", []string{"ssh.maxConn=10"}, "maxConn"},
 		{"no access mode", []string{"persistence.accessModes=null"}, "accessModes"}, {"a missing SSH limit", []string{"ssh.maxConns=null"}, "maxConns"},
 	} {
