@@ -91,9 +91,11 @@ func TestPushDuringUpgrade(t *testing.T) {
 	}
 }
 
-// 5: 55 pushes, each leaving a pack, make git's receive-pack run `git gc --auto`, which
-// detaches; the orphaned gc becomes the child of the container's PID 1. None may stay a
-// zombie, and gc must have run.
+// 5: 55 pushes, each stored as a pack (receive.unpackLimit=1), then a housekeeping run
+// asked for with the maintenance annotation: its git processes (prune, repack,
+// commit-graph) are gitssh's children and any orphan is the container's PID 1's (tini).
+// None may stay behind or a zombie, and the run must have packed the 55 packs.
+// (receive.autogc is off: housekeeping replaced git gc --auto behind receive-pack.)
 func TestNoZombies(t *testing.T) {
 	g := NewWithT(t)
 	c := env(t)
@@ -105,9 +107,7 @@ func TestNoZombies(t *testing.T) {
 	alice.gitOK(t, work, "clone", url, "w")
 	w := filepath.Join(work, "w")
 	for i := range 55 {
-		// More objects than receive.unpackLimit (100): the push is kept as a pack, and
-		// more packs than gc.autoPackLimit (50) start gc --auto.
-		for f := range 110 {
+		for f := range 20 {
 			g.Expect(os.WriteFile(filepath.Join(w, fmt.Sprintf("f%03d", f)), fmt.Appendf(nil, "%d %d\n", i, f), 0o644)).To(Succeed())
 		}
 		alice.gitOK(t, w, "add", "-A")
@@ -115,11 +115,21 @@ func TestNoZombies(t *testing.T) {
 		alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
 	}
 	pod := c.podName(t)
+	countPacks := func() int {
+		out := c.kubectlOK(t, "exec", pod, "--", "sh", "-c", "ls /var/lib/gitssh/repositories/alice/gc.git/objects/pack/ | grep -c 'pack$' || true")
+		n, err := strconv.Atoi(strings.TrimSpace(out))
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		return n
+	}
+	g.Expect(countPacks()).To(BeNumerically(">=", 50), "every push is stored as a pack")
+	c.kubectlOK(t, "annotate", "--overwrite", "gitproject/alice-gc",
+		"gitssh.dev/maintenance-requested-at="+time.Now().UTC().Add(-time.Second).Format(time.RFC3339))
+	g.Eventually(countPacks).WithTimeout(2*time.Minute).WithPolling(2*time.Second).Should(BeNumerically("<=", 2),
+		"the requested housekeeping run repacked the 55 pushes' packs")
 	g.Eventually(func() []string {
 		return strays(c.kubectlOK(t, "exec", pod, "--", "sh", "-c", "cat /proc/[0-9]*/stat"))
 	}).WithTimeout(2*time.Minute).WithPolling(2*time.Second).Should(BeEmpty(), "processes in the pod besides tini (PID 1) and gitssh")
-	packs := c.kubectlOK(t, "exec", pod, "--", "sh", "-c", "ls /var/lib/gitssh/repositories/alice/gc.git/objects/pack/ | grep -c 'pack$'")
-	g.Expect(strconv.Atoi(strings.TrimSpace(packs))).To(BeNumerically("<", 50), "git gc --auto repacked the 55 pushes' packs")
+	alice.gitOK(t, work, "clone", url, "after")
 }
 
 // strays are the processes in /proc/*/stat lines other than the container's init (tini),
