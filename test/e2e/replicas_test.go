@@ -67,6 +67,11 @@ func TestTwoReplicas(t *testing.T) {
 	g.Expect(pods).To(ContainElement(leaderPod))
 	started := time.Now()
 	c.kubectlOK(t, "delete", "pod", leaderPod, "--wait=false")
+	// The deleted leader keeps its Lease while it drains; once it stops it hands it over
+	// (LeaderElectionReleaseOnCancel), and the other replica must take over.
+	g.Eventually(leader).WithTimeout(40*time.Second).WithPolling(200*time.Millisecond).
+		ShouldNot(Or(BeEmpty(), HavePrefix(leaderPod+"_")), "the other replica takes the Lease")
+	t.Logf("the Lease moved %s after the leader was deleted", time.Since(started).Round(time.Second))
 	c.apply(t, "apiVersion: gitssh.dev/v1alpha1\nkind: GitProject\nmetadata: {name: bob-after}\nspec: {owner: bob, project: after}\n")
 	// controller-runtime's lease: 15s, renewed every 2s.
 	c.kubectlOK(t, "wait", "--for=condition=Ready", "gitproject/bob-after", "--timeout=40s")
