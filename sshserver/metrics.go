@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/gitssh-dev/gitssh/internal/promreg"
 )
 
 // Metrics counts what the server does, for Prometheus. Every label value
@@ -105,70 +107,70 @@ var gitServices = []string{UploadPack, ReceivePack, UploadArchive}
 // the servers add up.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		connsAccepted: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		connsAccepted: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_connections_accepted_total",
 			Help: "TCP connections accepted by the SSH listener, before any limit.",
 		})),
-		connsClosed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		connsClosed: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_connections_closed_total",
 			Help: "SSH connections closed, by outcome: authenticated, refused, handshake_failed, timeout or limit.",
 		}, []string{"outcome"})),
-		connsDropped: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		connsDropped: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_connections_dropped_total",
 			Help: "SSH connections closed at accept (outcome limit), by the limit that closed them.",
 		}, []string{"limit"})),
-		connsInFlight: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		connsInFlight: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_ssh_connections_in_flight",
 			Help: "SSH connections open now, logged in or not.",
 		})),
-		handshakes: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		handshakes: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_ssh_handshakes_in_flight",
 			Help: "SSH connections open now that have not logged in yet (what --ssh-max-startups bounds).",
 		})),
-		sessions: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		sessions: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_ssh_sessions_in_flight",
 			Help: "SSH session channels open now.",
 		})),
-		authAttempts: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		authAttempts: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_auth_attempts_total",
 			Help: "SSH authentication attempts, by method and result.",
 		}, []string{"method", "result"})),
-		gitCommands: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		gitCommands: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_git_commands_total",
 			Help: "Git commands asked for, by service and result: ok, refused, not_found or error.",
 		}, []string{"service", "result"})),
-		gitDuration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		gitDuration: promreg.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gitssh_ssh_git_command_duration_seconds",
 			Help:    "Time git commands ran, from start to exit, by service.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
 		}, []string{"service"})),
-		gitReceived: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		gitReceived: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_git_received_bytes_total",
 			Help: "Bytes git commands read from clients, by service.",
 		}, []string{"service"})),
-		gitSent: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		gitSent: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_git_sent_bytes_total",
 			Help: "Bytes git commands wrote to clients (output and messages), by service.",
 		}, []string{"service"})),
-		uploadsWaiting: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		uploadsWaiting: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_ssh_upload_packs_waiting",
 			Help: "Clones, fetches and archives waiting for a turn now (--ssh-max-upload-packs, --ssh-max-upload-packs-per-repo).",
 		})),
-		uploadTimeouts: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		uploadTimeouts: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_upload_pack_queue_timeouts_total",
 			Help: "Clones, fetches and archives refused after waiting --ssh-upload-queue-timeout for a turn.",
 		})),
-		pushesTooLarge: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		pushesTooLarge: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_pushes_too_large_total",
 			Help: "Pushes refused because their pack was larger than the push size limit or what is left of the repository's quota.",
 		})),
-		proxyHeaders: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		proxyHeaders: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_proxy_headers_refused_total",
 			Help: "Connections closed for their PROXY protocol header, by reason: malformed, untrusted (from outside the trusted CIDRs), missing (required) or timeout.",
 		}, []string{"reason"})),
-		penalised: register(reg, &penalisedSources{desc: prometheus.NewDesc("gitssh_ssh_penalised_sources",
+		penalised: promreg.Register(reg, &penalisedSources{desc: prometheus.NewDesc("gitssh_ssh_penalised_sources",
 			"Sources (IPv4 addresses or IPv6 /64s) refused now for failed logins (--ssh-per-source-penalties).", nil, nil)}),
-		refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		refused: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_ssh_refused_requests_total",
 			Help: "Requests of logged-in clients that gitssh refuses, by type.",
 		}, []string{"type"})),
@@ -203,21 +205,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.refused.WithLabelValues(t)
 	}
 	return m
-}
-
-// register registers c, or returns the collector registered before it.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var dup prometheus.AlreadyRegisteredError
-	if errors.As(err, &dup) {
-		if existing, ok := dup.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	if err != nil {
-		panic(err) // a name taken by another kind of metric: a programming error
-	}
-	return c
 }
 
 // serviceLabel is "upload-pack" for "git-upload-pack".

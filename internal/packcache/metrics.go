@@ -1,9 +1,9 @@
 package packcache
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gitssh-dev/gitssh/internal/promreg"
 )
 
 // Request results: label result of gitssh_pack_cache_requests_total and
@@ -69,28 +69,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.requests = register(reg, m.requests)
-	m.servedBytes = register(reg, m.servedBytes)
-	m.generatedBytes = register(reg, m.generatedBytes)
-	m.runDuration = register(reg, m.runDuration)
-	m.evictions = register(reg, m.evictions)
-	m.bytes = register(reg, m.bytes)
-	m.entries = register(reg, m.entries)
+	m.requests = promreg.Register(reg, m.requests)
+	m.servedBytes = promreg.Register(reg, m.servedBytes)
+	m.generatedBytes = promreg.Register(reg, m.generatedBytes)
+	m.runDuration = promreg.Register(reg, m.runDuration)
+	m.evictions = promreg.Register(reg, m.evictions)
+	m.bytes = promreg.Register(reg, m.bytes)
+	m.entries = promreg.Register(reg, m.entries)
 	return m
-}
-
-// register registers c, or returns the collector registered already under
-// its name (several caches in one process add up), as sshserver's.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var dup prometheus.AlreadyRegisteredError
-	if errors.As(err, &dup) {
-		if existing, ok := dup.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	if err != nil {
-		panic(err) // a name taken by another kind of metric: a programming error
-	}
-	return c
 }
