@@ -44,6 +44,8 @@ build_pause() {
 }
 
 main() {
+  # Before podman: Debian's podman pulls in crun, which fails here (containers.conf).
+  need runc runc
   need podman podman
   need buildah buildah
   need gcc gcc
