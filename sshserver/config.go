@@ -104,6 +104,8 @@ type Config struct {
 	// and upload-archive) running at once on this server, and
 	// MaxUploadPacksPerRepo those of one repository. More wait in line, up to
 	// UploadQueueTimeout, and are then refused with a message that says so.
+	// With the pack cache, what waits for a turn is upload-pack's
+	// pack-objects run: a miss or a bypass takes one, a hit none.
 	// Defaults: twice the CPUs this process may use (GOMAXPROCS), and half of
 	// MaxUploadPacks; negative turns a bound off. Default timeout 2m.
 	MaxUploadPacks        int
@@ -174,14 +176,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.GitBinary = orDefault(c.GitBinary, DefaultGitBinary)
 	c.ServerVersion = orDefault(c.ServerVersion, DefaultServerVersion)
 	c.MaxPushSize = orDefault(c.MaxPushSize, DefaultMaxPushSize)
-	// With the pack cache, identical fetches wait for one pack-objects run: holding
-	// their sessions in line would stop them from coinciding, so the bounds are off
-	// unless set. Bounding the cache's misses instead is left to do.
-	uploads := defaultMaxUploadPacks()
-	if c.PackCache.Dir != "" {
-		uploads = -1
-	}
-	c.MaxUploadPacks = orDefault(c.MaxUploadPacks, uploads)
+	c.MaxUploadPacks = orDefault(c.MaxUploadPacks, defaultMaxUploadPacks())
 	perRepo := -1
 	if c.MaxUploadPacks > 0 {
 		perRepo = max(1, c.MaxUploadPacks/2)

@@ -28,7 +28,7 @@ type cacheEnv struct {
 	hold     string // while this file exists, pack-objects waits before it starts
 }
 
-func newCacheEnv(t *testing.T, pc packcache.Config) *cacheEnv {
+func newCacheEnv(t *testing.T, cfg Config) *cacheEnv {
 	t.Helper()
 	real, err := exec.LookPath("git")
 	if err != nil {
@@ -54,8 +54,11 @@ exec %[3]s "$@"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pc.Dir, pc.Registerer = ce.cacheDir, ce.reg
-	ce.env = newEnv(t, Config{GitBinary: wrapper, PackCache: pc})
+	cfg.GitBinary, cfg.PackCache.Dir, cfg.PackCache.Registerer = wrapper, ce.cacheDir, ce.reg
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(ce.reg)
+	}
+	ce.env = newEnv(t, cfg)
 	return ce
 }
 
@@ -105,13 +108,20 @@ func (ce *cacheEnv) cachedPacks() []string {
 	return done
 }
 
-// clone clones acme/api as bob with extra options and checks the clone.
-func (ce *cacheEnv) clone(g *WithT, dir string, opts ...string) {
+// clone clones acme/api as bob with extra options, checks the clone and
+// returns what git said.
+func (ce *cacheEnv) clone(g *WithT, dir string, opts ...string) string {
+	out, err := ce.tryClone("acme/api.git", dir, opts...)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	fsck, err := ce.gitAs("", dir, "fsck", "--no-progress", "--no-dangling")
+	g.Expect(err).NotTo(HaveOccurred(), fsck)
+	return out
+}
+
+// tryClone clones repo as bob with extra options.
+func (ce *cacheEnv) tryClone(repo, dir string, opts ...string) (string, error) {
 	args := append([]string{"-c", "protocol.version=2", "clone", "-q", "--bare"}, opts...)
-	out, err := ce.gitAs("bob", ce.dir, append(args, ce.url("acme/api.git"), dir)...)
-	g.Expect(err).NotTo(HaveOccurred(), out)
-	out, err = ce.gitAs("", dir, "fsck", "--no-progress", "--no-dangling")
-	g.Expect(err).NotTo(HaveOccurred(), out)
+	return ce.gitAs("bob", ce.dir, append(args, ce.url(repo), dir)...)
 }
 
 // addBranch writes a branch holding one file of size random bytes straight
@@ -129,7 +139,8 @@ func addBranch(e *env, branch string, size int) {
 }
 
 func TestPackCacheParallelClones(t *testing.T) {
-	ce := newCacheEnv(t, packcache.Config{})
+	// One pack-objects at a time: the one run is all the clones need.
+	ce := newCacheEnv(t, Config{MaxUploadPacks: 1})
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 
@@ -138,17 +149,19 @@ func TestPackCacheParallelClones(t *testing.T) {
 	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
 	const n = 10
 	var wg sync.WaitGroup
-	clones := make([]string, n)
+	clones, outs := make([]string, n), make([]string, n)
 	for i := range n {
 		clones[i] = filepath.Join(ce.dir, fmt.Sprintf("clone-%d", i))
-		wg.Go(func() { ce.clone(NewWithT(t), clones[i]) })
+		wg.Go(func() { outs[i] = ce.clone(NewWithT(t), clones[i]) })
 	}
 	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total") }, "60s").Should(Equal(float64(n)))
 	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(BeZero(), "a hit takes no turn")
 	g.Expect(ce.cachedPacks()).To(BeEmpty(), "no entry is final before pack-objects has succeeded")
 	g.Expect(os.Remove(ce.hold)).To(Succeed())
 	wg.Wait()
 	g.Expect(ce.packObjectsRuns()).To(Equal(1), "ten identical clones, one pack-objects")
+	g.Expect(strings.Join(outs, "")).NotTo(ContainSubstring("waiting"))
 	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(Equal(1.0))
 	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(n - 1)))
 	head := ce.git(clones[0], "rev-parse", "main")
@@ -162,7 +175,7 @@ func TestPackCacheParallelClones(t *testing.T) {
 }
 
 func TestPackCacheKeys(t *testing.T) {
-	ce := newCacheEnv(t, packcache.Config{})
+	ce := newCacheEnv(t, Config{})
 	fillHistory(ce.env, "api")
 	addBranch(ce.env, "other", 1000)
 	// Each request twice: the first runs pack-objects, the second is served
@@ -203,7 +216,7 @@ func TestPackCacheKeys(t *testing.T) {
 }
 
 func TestPackCacheEviction(t *testing.T) {
-	ce := newCacheEnv(t, packcache.Config{MaxBytes: 100 << 10})
+	ce := newCacheEnv(t, Config{PackCache: packcache.Config{MaxBytes: 100 << 10}})
 	g := NewWithT(t)
 	for _, b := range []string{"aaa", "bbb", "ccc"} {
 		addBranch(ce.env, b, 60<<10)
@@ -232,7 +245,7 @@ func TestPackCacheEviction(t *testing.T) {
 }
 
 func TestPackCacheTTL(t *testing.T) {
-	ce := newCacheEnv(t, packcache.Config{TTL: 50 * time.Millisecond})
+	ce := newCacheEnv(t, Config{PackCache: packcache.Config{TTL: 50 * time.Millisecond}})
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 	ce.clone(g, filepath.Join(ce.dir, "one"))
@@ -243,7 +256,7 @@ func TestPackCacheTTL(t *testing.T) {
 }
 
 func TestPackCacheNeverServesAFailedPack(t *testing.T) {
-	ce := newCacheEnv(t, packcache.Config{})
+	ce := newCacheEnv(t, Config{})
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 
@@ -262,4 +275,167 @@ func TestPackCacheNeverServesAFailedPack(t *testing.T) {
 	ce.clone(g, filepath.Join(ce.dir, "good"))
 	g.Expect(ce.packObjectsRuns()).To(Equal(runs + 1))
 	g.Expect(ce.cachedPacks()).To(HaveLen(1))
+}
+
+// startClone runs tryClone in the background; the channel gets its output,
+// and the error appended when it failed.
+func (ce *cacheEnv) startClone(repo, dir string, opts ...string) <-chan string {
+	done := make(chan string, 1)
+	go func() {
+		out, err := ce.tryClone(repo, dir, opts...)
+		if err != nil {
+			out += "\nclone failed: " + err.Error()
+		}
+		done <- out
+	}()
+	return done
+}
+
+// With the cache on, a miss waits for a turn to run pack-objects, inside the
+// cache: both clones reach the cache at once, the second's pack-objects waits
+// for the first's, and the client is told on its progress channel.
+func TestPackCacheMissesWaitForATurn(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		second  []string // repository and clone options of the second clone
+		message string
+	}{
+		{"server", Config{MaxUploadPacks: 1}, []string{"acme/pub.git"}, "1 clones and fetches of this server are running"},
+		{"repository", Config{MaxUploadPacks: 10, MaxUploadPacksPerRepo: 1}, []string{"acme/api.git", "--single-branch", "--branch=other"}, "1 clones and fetches of this repository are running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ce := newCacheEnv(t, tc.cfg)
+			fillHistory(ce.env, "api")
+			fillHistory(ce.env, "pub")
+			addBranch(ce.env, "other", 1000)
+
+			g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+			first := ce.startClone("acme/api.git", filepath.Join(ce.dir, "first"), "--single-branch", "--branch=main")
+			g.Eventually(ce.packObjectsRuns, "30s").Should(Equal(1), "the first clone's pack-objects holds the turn")
+			second := ce.startClone(tc.second[0], filepath.Join(ce.dir, "second"), tc.second[1:]...)
+			g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
+			g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(Equal(2.0), "both clones are in the cache")
+			g.Expect(ce.packObjectsRuns()).To(Equal(1))
+
+			g.Expect(os.Remove(ce.hold)).To(Succeed())
+			g.Expect(<-first).NotTo(ContainSubstring("waiting"))
+			g.Expect(<-second).To(And(
+				ContainSubstring("remote: gitssh: waiting for a turn: "+tc.message),
+				Not(ContainSubstring("clone failed")),
+			))
+			g.Expect(ce.packObjectsRuns()).To(Equal(2))
+			g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(BeZero())
+			g.Expect(ce.srv.uploads.inUse()).To(BeZero(), "every turn was given back")
+		})
+	}
+}
+
+// A miss that waits longer than UploadQueueTimeout fails, with the busy
+// message, for every clone that joined it; nothing of it stays in the cache.
+func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
+	g := NewWithT(t)
+	ce := newCacheEnv(t, Config{MaxUploadPacks: 1, UploadQueueTimeout: 5 * time.Second})
+	fillHistory(ce.env, "api")
+	addBranch(ce.env, "other", 1000)
+	tmpFiles := func() []string {
+		tmp, _ := filepath.Glob(filepath.Join(ce.cacheDir, "tmp-*"))
+		return tmp
+	}
+
+	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+	first := ce.startClone("acme/api.git", filepath.Join(ce.dir, "first"), "--single-branch", "--branch=main")
+	g.Eventually(ce.packObjectsRuns, "30s").Should(Equal(1))
+	// Three clones of another commit: the first of them waits for a turn
+	// (the repository's bound, 1 by default here, is the first it meets),
+	// the other two join it while it waits.
+	var waiting []<-chan string
+	for i := range 3 {
+		waiting = append(waiting, ce.startClone("acme/api.git", filepath.Join(ce.dir, fmt.Sprint("other-", i)), "--single-branch", "--branch=other"))
+		if i == 0 {
+			g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
+		}
+	}
+	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total", "result", "hit") }, "4s").Should(Equal(2.0),
+		"both joined before the queue timeout")
+	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(Equal(1.0), "joiners wait with the run they joined")
+	for _, w := range waiting {
+		g.Expect(<-w).To(And(
+			ContainSubstring("remote: gitssh: the server is busy: it runs at most 1 clones and fetches of this repository at a time (--ssh-max-upload-packs-per-repo), and none ended within 5s; try again in a few minutes"),
+			ContainSubstring("clone failed"),
+		))
+	}
+	g.Expect(ce.metric("gitssh_ssh_upload_pack_queue_timeouts_total")).To(Equal(1.0))
+	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(BeZero())
+	g.Expect(ce.metric("gitssh_pack_cache_entries")).To(Equal(1.0), "only the first clone's entry")
+	g.Expect(tmpFiles()).To(HaveLen(1))
+	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+
+	g.Expect(os.Remove(ce.hold)).To(Succeed())
+	g.Expect(<-first).NotTo(ContainSubstring("clone failed"))
+	ce.clone(g, filepath.Join(ce.dir, "other-again"), "--single-branch", "--branch=other")
+	g.Expect(ce.packObjectsRuns()).To(Equal(2), "the failed entry was not kept")
+	g.Expect(ce.cachedPacks()).To(HaveLen(2))
+	g.Expect(tmpFiles()).To(BeEmpty())
+	g.Expect(ce.srv.uploads.inUse()).To(BeZero())
+}
+
+// A request the cache does not serve runs pack-objects uncached, after a
+// turn as a miss does. Here a repository that offers packfile URIs, which
+// gives pack-objects --uri-protocol.
+func TestPackCacheBypassWaitsForATurn(t *testing.T) {
+	g := NewWithT(t)
+	ce := newCacheEnv(t, Config{MaxUploadPacks: 1})
+	fillHistory(ce.env, "api")
+	pub := fillHistory(ce.env, "pub")
+	ce.git(pub, "config", "uploadpack.allowSidebandAll", "true")
+	ce.git(pub, "config", "uploadpack.blobPackfileUri", strings.Repeat("1", 40)+" "+strings.Repeat("2", 40)+" https://example.invalid/p.pack")
+
+	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+	first := ce.startClone("acme/api.git", filepath.Join(ce.dir, "first"))
+	g.Eventually(ce.packObjectsRuns, "30s").Should(Equal(1))
+	// --progress: with sideband-all, git clone -q hides the remote's messages.
+	bypass := ce.startClone("acme/pub.git", filepath.Join(ce.dir, "bypass"), "-c", "fetch.uriProtocols=https", "--progress")
+	g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "bypass")).To(Equal(1.0))
+	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+
+	g.Expect(os.Remove(ce.hold)).To(Succeed())
+	g.Expect(<-first).NotTo(ContainSubstring("clone failed"))
+	g.Expect(<-bypass).To(And(
+		ContainSubstring("remote: gitssh: waiting for a turn: 1 clones and fetches of this server are running"),
+		Not(ContainSubstring("clone failed")),
+	))
+	g.Expect(ce.packObjectsRuns()).To(Equal(2))
+	g.Expect(ce.cachedPacks()).To(HaveLen(1), "the bypass left nothing in the cache")
+	g.Expect(ce.srv.uploads.inUse()).To(BeZero())
+}
+
+// upload-archive runs no pack-objects: it waits for its turn before it
+// starts, with the cache on too.
+func TestPackCacheArchiveWaitsForATurn(t *testing.T) {
+	g := NewWithT(t)
+	ce := newCacheEnv(t, Config{MaxUploadPacks: 1})
+	fillHistory(ce.env, "api")
+	fillHistory(ce.env, "pub")
+
+	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+	first := ce.startClone("acme/api.git", filepath.Join(ce.dir, "first"))
+	g.Eventually(ce.packObjectsRuns, "30s").Should(Equal(1))
+	archive := make(chan string, 1)
+	go func() {
+		out, err := ce.gitAs("bob", ce.dir, "archive", "--remote", ce.url("acme/pub.git"), "--format=tar", "-o", "pub.tar", "main")
+		if err != nil {
+			out += "\narchive failed: " + err.Error()
+		}
+		archive <- out
+	}()
+	g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
+	g.Expect(os.Remove(ce.hold)).To(Succeed())
+	g.Expect(<-first).NotTo(ContainSubstring("clone failed"))
+	g.Expect(<-archive).To(And(
+		ContainSubstring("gitssh: waiting for a turn: 1 clones and fetches of this server are running"),
+		Not(ContainSubstring("archive failed")),
+	))
 }

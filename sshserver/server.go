@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -81,6 +82,11 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 	if cfg.PackCache.Dir != "" {
 		pc := cfg.PackCache
 		pc.Command, pc.GitBinary, pc.Log = s.packObjects, cfg.GitBinary, log.WithName("packcache")
+		// A miss or a bypass runs pack-objects: it waits for an upload slot, as
+		// upload-archive and (without the cache) upload-pack do.
+		pc.Turn = func(ctx context.Context, dir string, stderr io.Writer) (func(), error) {
+			return s.uploadTurn(ctx, dir, stderr, pc.Log.WithValues("command", "pack-objects", "path", dir))
+		}
 		if s.packCache, err = packcache.New(pc); err != nil {
 			return nil, err
 		}

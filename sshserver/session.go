@@ -182,23 +182,14 @@ func (c *conn) exec(ctx context.Context, ch ssh.Channel, raw, gitProtocol string
 		exit(ch, exitRefused)
 		return
 	}
-	if cmd.Service != ReceivePack {
-		waited := false
-		release, err := c.s.uploads.acquire(ctx, repo.Path, c.s.cfg.UploadQueueTimeout, func(limit int, what string) {
-			waited = true
-			c.s.cfg.Metrics.uploadWaiting(1)
-			fmt.Fprintf(ch.Stderr(), "gitssh: waiting for a turn: %d clones and fetches of %s are running\n", limit, what)
-			log.Info("Queued command", "limit", limit, "of", what)
-		})
-		if waited {
-			c.s.cfg.Metrics.uploadWaiting(-1)
-		}
+	// With the pack cache, upload-pack's pack-objects waits for the turn
+	// instead, in the cache: clones of one commit must reach it together to
+	// share one run.
+	if cmd.Service == UploadArchive || cmd.Service == UploadPack && c.s.packCache == nil {
+		release, err := c.s.uploadTurn(ctx, repo.Path, ch.Stderr(), log)
 		if err != nil {
-			var busy *busyError
-			if errors.As(err, &busy) {
-				c.s.cfg.Metrics.uploadQueueTimeout()
+			if errors.As(err, new(*busyError)) {
 				fmt.Fprintf(ch.Stderr(), "gitssh: %v\n", err)
-				log.Info("Refused command: waited too long for a turn", "limit", busy.limit, "of", busy.what, "waited", busy.wait)
 			}
 			exit(ch, exitRefused)
 			return

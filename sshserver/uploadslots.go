@@ -2,10 +2,14 @@ package sshserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 // uploadSlots bounds the upload-pack and upload-archive commands (each runs a
@@ -124,6 +128,28 @@ func (u *uploadSlots) acquire(ctx context.Context, path string, timeout time.Dur
 		}
 		leave()
 	}, nil
+}
+
+// uploadTurn waits for an upload slot of the repository dir, telling the
+// client on stderr if it has to, and returns the func that gives it back, or
+// a *busyError, or ctx's error.
+func (s *Server) uploadTurn(ctx context.Context, dir string, stderr io.Writer, log logr.Logger) (release func(), err error) {
+	waited := false
+	release, err = s.uploads.acquire(ctx, dir, s.cfg.UploadQueueTimeout, func(limit int, what string) {
+		waited = true
+		s.cfg.Metrics.uploadWaiting(1)
+		fmt.Fprintf(stderr, "gitssh: waiting for a turn: %d clones and fetches of %s are running\n", limit, what)
+		log.Info("Queued command", "limit", limit, "of", what)
+	})
+	if waited {
+		s.cfg.Metrics.uploadWaiting(-1)
+	}
+	var busy *busyError
+	if errors.As(err, &busy) {
+		s.cfg.Metrics.uploadQueueTimeout()
+		log.Info("Refused command: waited too long for a turn", "limit", busy.limit, "of", busy.what, "waited", busy.wait)
+	}
+	return release, err
 }
 
 // Defaults of the upload limits, from the CPUs this process may use

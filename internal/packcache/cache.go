@@ -63,6 +63,11 @@ type Config struct {
 	// Command returns "git ARGS" (ARGS as git upload-pack gives them) for the
 	// repository dir, ended when ctx is; the cache sets its stdio.
 	Command func(ctx context.Context, dir string, args []string) *exec.Cmd
+	// Turn, when set, is called before pack-objects runs for the repository
+	// dir (a miss or a bypass; a hit runs none) and waits for a turn to run
+	// it, telling the client on stderr if it has to wait. It returns the func
+	// that ends the turn, or an error every client of that run is shown.
+	Turn func(ctx context.Context, dir string, stderr io.Writer) (done func(), err error)
 	// Registerer takes the cache's metrics; nil: none are registered.
 	Registerer prometheus.Registerer
 	Log        logr.Logger
@@ -266,7 +271,7 @@ func (c *Cache) handle(conn *net.UnixConn) {
 	conn.SetReadDeadline(time.Time{})
 	var req request
 	dir, ok := "", false
-	if len(files) == 3 && json.Unmarshal(buf[:n], &req) == nil && cacheable(req.Args) {
+	if len(files) == 3 && json.Unmarshal(buf[:n], &req) == nil {
 		c.mu.Lock()
 		dir, ok = c.tokens[req.Token]
 		c.mu.Unlock()
@@ -343,6 +348,10 @@ var errPackObjectsFailed = errors.New("pack-objects failed")
 
 // serve answers one request and returns pack-objects' exit status.
 func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.Reader, stdout, stderr *os.File) int {
+	if !cacheable(args) {
+		c.m.requests.WithLabelValues(resultBypass).Inc()
+		return c.runUncached(ctx, dir, args, stdin, stdout, stderr)
+	}
 	in, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
 	if err != nil {
 		return 128
@@ -380,6 +389,13 @@ func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.R
 		// also shows it git's own error if the request was at fault.
 		c.m.requests.WithLabelValues(resultBypass).Inc()
 		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
+	case errors.As(err, new(*noTurnError)):
+		// The run this request waited for never got a turn: every client
+		// of it learns why.
+		if ctx.Err() == nil {
+			fmt.Fprintf(stderr, "gitssh: %v\n", err)
+		}
+		return 128
 	default:
 		if ctx.Err() == nil {
 			c.cfg.Log.Error(err, "Failed to serve a pack from the cache", "bytesSent", sent)
@@ -433,6 +449,14 @@ func (c *Cache) detach(e *entry) {
 // produce runs pack-objects into e's file, then names the file for good or
 // removes it.
 func (c *Cache) produce(ctx context.Context, e *entry, dir string, args []string, stdin []byte, stderr io.Writer) {
+	endTurn, err := c.turn(ctx, dir, ignoreErrors{stderr})
+	if err != nil {
+		c.mu.Lock()
+		e.finish(err)
+		c.dropLocked(e, "")
+		c.mu.Unlock()
+		return
+	}
 	start := time.Now()
 	f, err := os.OpenFile(e.path, os.O_WRONLY, 0)
 	if err == nil {
@@ -450,6 +474,7 @@ func (c *Cache) produce(ctx context.Context, e *entry, dir string, args []string
 			err = ctx.Err()
 		}
 	}
+	endTurn()
 	e.mu.Lock()
 	size := e.size
 	e.mu.Unlock()
@@ -593,9 +618,17 @@ func (i ignoreErrors) Write(p []byte) (int, error) {
 
 // runUncached runs pack-objects for this request alone.
 func (c *Cache) runUncached(ctx context.Context, dir string, args []string, stdin io.Reader, stdout, stderr *os.File) int {
+	endTurn, err := c.turn(ctx, dir, stderr)
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(stderr, "gitssh: %v\n", err)
+		}
+		return 128
+	}
+	defer endTurn()
 	cmd := c.cfg.Command(ctx, dir, args)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -605,4 +638,20 @@ func (c *Cache) runUncached(ctx context.Context, dir string, args []string, stdi
 	default:
 		return 128
 	}
+}
+
+// noTurnError is Config.Turn's error: pack-objects did not run.
+type noTurnError struct{ err error }
+
+func (e *noTurnError) Error() string { return e.err.Error() }
+
+// turn waits for Config.Turn, when set, and returns the func that ends the turn.
+func (c *Cache) turn(ctx context.Context, dir string, stderr io.Writer) (done func(), err error) {
+	if c.cfg.Turn == nil {
+		return func() {}, nil
+	}
+	if done, err = c.cfg.Turn(ctx, dir, stderr); err != nil {
+		return nil, &noTurnError{err}
+	}
+	return done, nil
 }
