@@ -154,11 +154,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"service"})),
 		uploadsWaiting: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_ssh_upload_packs_waiting",
-			Help: "Clones, fetches and archives waiting for a turn now (--ssh-max-upload-packs, --ssh-max-upload-packs-per-repo).",
+			Help: "Clones, fetches and archives waiting for a turn now (--ssh-max-upload-packs, --ssh-max-upload-packs-per-repo); with the pack cache, pack-objects runs waiting.",
 		})),
 		uploadTimeouts: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_upload_pack_queue_timeouts_total",
-			Help: "Clones, fetches and archives refused after waiting --ssh-upload-queue-timeout for a turn.",
+			Help: "Clones, fetches and archives refused after waiting --ssh-upload-queue-timeout for a turn; with the pack cache, pack-objects runs that gave up waiting.",
 		})),
 		pushesTooLarge: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_ssh_pushes_too_large_total",

@@ -138,16 +138,31 @@ func addBranch(e *env, branch string, size int) {
 	}
 }
 
+// Identical clones at once share one pack-objects run, which takes the only
+// turn: hits take none, so none waits. The same with the default bounds (as
+// the chart's) and a CI fan-out of 30 (as hack/bench's fan-out case), many
+// more clones than turns.
 func TestPackCacheParallelClones(t *testing.T) {
-	// One pack-objects at a time: the one run is all the clones need.
-	ce := newCacheEnv(t, Config{MaxUploadPacks: 1})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		n    int
+	}{
+		{"one turn", Config{MaxUploadPacks: 1}, 10},
+		{"default turns", Config{}, 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testParallelClones(t, tc.cfg, tc.n) })
+	}
+}
+
+func testParallelClones(t *testing.T, cfg Config, n int) {
+	ce := newCacheEnv(t, cfg)
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 
 	// pack-objects is held until every clone has asked for the pack: all
-	// ten wait for the one run, and read its pack as it is written.
+	// wait for the one run, and read its pack as it is written.
 	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
-	const n = 10
 	var wg sync.WaitGroup
 	clones, outs := make([]string, n), make([]string, n)
 	for i := range n {
@@ -160,7 +175,7 @@ func TestPackCacheParallelClones(t *testing.T) {
 	g.Expect(ce.cachedPacks()).To(BeEmpty(), "no entry is final before pack-objects has succeeded")
 	g.Expect(os.Remove(ce.hold)).To(Succeed())
 	wg.Wait()
-	g.Expect(ce.packObjectsRuns()).To(Equal(1), "ten identical clones, one pack-objects")
+	g.Expect(ce.packObjectsRuns()).To(Equal(1), "identical clones, one pack-objects")
 	g.Expect(strings.Join(outs, "")).NotTo(ContainSubstring("waiting"))
 	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(Equal(1.0))
 	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(n - 1)))
@@ -170,7 +185,7 @@ func TestPackCacheParallelClones(t *testing.T) {
 	}
 	generated := ce.metric("gitssh_pack_cache_generated_bytes_total")
 	g.Expect(generated).To(BeNumerically(">", 0))
-	g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(n * generated))
+	g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(float64(n) * generated))
 	g.Expect(ce.cachedPacks()).To(HaveLen(1))
 }
 

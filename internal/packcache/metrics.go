@@ -11,7 +11,7 @@ import (
 const (
 	resultHit    = "hit"    // served from a finished entry or one being written
 	resultMiss   = "miss"   // ran pack-objects into a new entry
-	resultBypass = "bypass" // ran pack-objects uncached: request too large, entry failed, disk error
+	resultBypass = "bypass" // ran pack-objects uncached: request too large or not cacheable, entry failed, disk error
 )
 
 type metrics struct {
