@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func TestKustomizeDefault(t *testing.T) {
@@ -64,4 +65,44 @@ func TestKustomizeDefault(t *testing.T) {
 	g.Expect(nested(t, pvc, "spec", "resources", "requests", "storage")).To(Equal("10Gi"))
 
 	applyDryRun(t, "gitssh-system", m)
+}
+
+// The kustomize tree passes gitssh the container's limits as the chart does (the Downward
+// API, into --cpu-limit, --memory-limit and GOMEMLIMIT), with the same resources: git's
+// pack.threads and pack.windowMemory follow the pod's limits either way.
+func TestKustomizeLimitsMatchTheChart(t *testing.T) {
+	g := NewWithT(t)
+	out, err := kubectl(t, nil, "kustomize", "config/default")
+	g.Expect(err).NotTo(HaveOccurred())
+	kustomized := parse(t, out).one(t, "Deployment", "gitssh")
+	out, err = helmTemplate(t, "gitssh-system")
+	g.Expect(err).NotTo(HaveOccurred())
+	charted := parse(t, out).one(t, "Deployment", "gitssh")
+
+	limits := func(deploy *unstructured.Unstructured) (flags map[string]string, env map[string]any, resources any) {
+		flags, env = map[string]string{}, map[string]any{}
+		for _, name := range []string{"cpu-limit", "memory-limit"} {
+			flags[name] = args(t, deploy)[name]
+		}
+		c := container(t, deploy)
+		for _, e := range c["env"].([]any) {
+			if from, ok := e.(map[string]any)["valueFrom"].(map[string]any); ok && from["resourceFieldRef"] != nil {
+				env[e.(map[string]any)["name"].(string)] = from
+			}
+		}
+		return flags, env, c["resources"]
+	}
+	kFlags, kEnv, kResources := limits(kustomized)
+	cFlags, cEnv, cResources := limits(charted)
+	g.Expect(kFlags).To(Equal(map[string]string{
+		"cpu-limit": "$(GITSSH_CPU_LIMIT_MILLICORES)m", "memory-limit": "$(GITSSH_MEMORY_LIMIT)"}))
+	g.Expect(kFlags).To(Equal(cFlags))
+	g.Expect(kEnv).To(HaveKeyWithValue("GITSSH_CPU_LIMIT_MILLICORES", map[string]any{"resourceFieldRef": map[string]any{
+		"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}}))
+	g.Expect(kEnv).To(HaveKeyWithValue("GITSSH_MEMORY_LIMIT", map[string]any{"resourceFieldRef": map[string]any{
+		"containerName": "gitssh", "resource": "limits.memory"}}))
+	g.Expect(kEnv).To(HaveKey("GOMEMLIMIT"))
+	g.Expect(kEnv).To(Equal(cEnv))
+	g.Expect(kResources).To(HaveKeyWithValue("limits", HaveKey("memory")), "a memory limit bounds pack.windowMemory")
+	g.Expect(kResources).To(Equal(cResources))
 }
