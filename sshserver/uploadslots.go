@@ -14,9 +14,10 @@ import (
 
 // uploadSlots bounds the upload-pack and upload-archive commands (each runs a
 // pack-objects or an archiver, the costly part of a clone) that run at once
-// on this server and on one repository. A command over either bound waits in
-// line instead of being refused: CI that starts 50 clones at once gets them
-// all, a few at a time.
+// on this server and on one repository; with the pack cache, the pack-objects
+// runs of upload-pack instead (see Config.PackCache's Turn in New). A command
+// over either bound waits in line instead of being refused: CI that starts 50
+// clones at once gets them all, a few at a time.
 type uploadSlots struct {
 	server  chan struct{} // nil: no bound
 	perRepo int           // 0: no bound
