@@ -351,7 +351,7 @@ func TestPackCacheMissesWaitForATurn(t *testing.T) {
 // message, for every clone that joined it; nothing of it stays in the cache.
 func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
 	g := NewWithT(t)
-	ce := newCacheEnv(t, Config{MaxUploadPacks: 1, UploadQueueTimeout: 5 * time.Second})
+	ce := newCacheEnv(t, Config{MaxUploadPacks: 1, UploadQueueTimeout: 10 * time.Second})
 	fillHistory(ce.env, "api")
 	addBranch(ce.env, "other", 1000)
 	tmpFiles := func() []string {
@@ -372,12 +372,12 @@ func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
 			g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
 		}
 	}
-	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total", "result", "hit") }, "4s").Should(Equal(2.0),
+	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total", "result", "hit") }, "9s").Should(Equal(2.0),
 		"both joined before the queue timeout")
 	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(Equal(1.0), "joiners wait with the run they joined")
 	for _, w := range waiting {
 		g.Expect(<-w).To(And(
-			ContainSubstring("remote: gitssh: the server is busy: it runs at most 1 clones and fetches of this repository at a time (--ssh-max-upload-packs-per-repo), and none ended within 5s; try again in a few minutes"),
+			ContainSubstring("remote: gitssh: the server is busy: it runs at most 1 clones and fetches of this repository at a time (--ssh-max-upload-packs-per-repo), and none ended within 10s; try again in a few minutes"),
 			ContainSubstring("clone failed"),
 		))
 	}
