@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -59,10 +62,52 @@ var (
 		Name: "gitssh_housekeeping_running",
 		Help: "Housekeeping runs in progress.",
 	})
+	housekeepingFailing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gitssh_housekeeping_failing_repositories",
+		Help: "GitProjects whose last housekeeping run failed (condition Maintenance False), by reason: MaintenanceFailed or MaintenanceTimedOut.",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(housekeepingRuns, housekeepingFailures, housekeepingDuration, housekeepingRunning)
+	metrics.Registry.MustRegister(housekeepingRuns, housekeepingFailures, housekeepingDuration, housekeepingRunning, housekeepingFailing)
+	// Every series from the start, at 0, as the SSH server's: alerts and rate() need no
+	// first run.
+	for _, kind := range []string{"full", "incremental"} {
+		housekeepingRuns.WithLabelValues(kind, "succeeded")
+		housekeepingRuns.WithLabelValues(kind, "failed")
+		housekeepingDuration.WithLabelValues(kind)
+	}
+	for _, step := range []string{"prune", "repack", "commit-graph", "timeout", "other"} {
+		housekeepingFailures.WithLabelValues(step)
+	}
+	recordMaintenance(types.NamespacedName{}, nil)
+}
+
+// failing holds the projects whose Maintenance condition is False. An alert on the failed
+// runs' counter would go quiet after one failure a day; this stays up until a run succeeds.
+// It exports a count by reason, never a series per repository: the conditions name them.
+var failing = struct {
+	sync.Mutex
+	reasons map[types.NamespacedName]string
+}{reasons: map[types.NamespacedName]string{}}
+
+// recordMaintenance sets gitssh_housekeeping_failing_repositories from a project's
+// Maintenance condition; nil: the project is gone, or has none.
+func recordMaintenance(key types.NamespacedName, c *metav1.Condition) {
+	failing.Lock()
+	defer failing.Unlock()
+	if c != nil && c.Status == metav1.ConditionFalse {
+		failing.reasons[key] = c.Reason
+	} else {
+		delete(failing.reasons, key)
+	}
+	counts := map[string]float64{}
+	for _, reason := range failing.reasons {
+		counts[reason]++
+	}
+	for _, reason := range []string{gitsshv1alpha1.ReasonMaintenanceFailed, gitsshv1alpha1.ReasonMaintenanceTimedOut} {
+		housekeepingFailing.WithLabelValues(reason).Set(counts[reason])
+	}
 }
 
 // HousekeepingReconciler runs housekeeping (internal/housekeeping) on the leader: a full
@@ -122,8 +167,13 @@ var repositoryPathChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent
 func (r *HousekeepingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var project gitsshv1alpha1.GitProject
 	if err := r.Client.Get(ctx, req.NamespacedName, &project); err != nil {
+		if apierrors.IsNotFound(err) {
+			recordMaintenance(req.NamespacedName, nil)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	// Also what a new leader learns of the last leader's runs.
+	recordMaintenance(req.NamespacedName, meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance))
 	ready := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionReady)
 	if !project.DeletionTimestamp.IsZero() || project.Status.RepositoryPath == "" ||
 		ready == nil || ready.Reason == gitsshv1alpha1.ReasonProjectConflict || ready.Reason == gitsshv1alpha1.ReasonRepositoryError {
@@ -237,7 +287,7 @@ func (r *HousekeepingReconciler) run(ctx context.Context, project *gitsshv1alpha
 	}
 	// The start, not the end: a push during the run is after it, and gets its own run.
 	started := metav1.NewTime(start)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var latest gitsshv1alpha1.GitProject
 		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(project), &latest); err != nil {
 			return client.IgnoreNotFound(err)
@@ -259,4 +309,9 @@ func (r *HousekeepingReconciler) run(ctx context.Context, project *gitsshv1alpha
 		// The lock: GitProjectReconciler writes the same conditions list.
 		return r.Client.Status().Patch(ctx, &latest, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 	})
+	if err == nil {
+		// Not when the write failed: the retry reads the condition again.
+		recordMaintenance(client.ObjectKeyFromObject(project), &condition)
+	}
+	return err
 }

@@ -54,8 +54,8 @@ func startHousekeeping(t *testing.T, ns string, pushDelay time.Duration) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// counter reads a counter of the metrics registry, summed over the labels given.
-func counter(g Gomega, name string, labels map[string]string) float64 {
+// sample reads a counter or gauge of the metrics registry, summed over the labels given.
+func sample(g Gomega, name string, labels map[string]string) float64 {
 	families, err := metrics.Registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
 	var sum float64
@@ -70,7 +70,7 @@ func counter(g Gomega, name string, labels map[string]string) float64 {
 					continue metrics
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum
@@ -140,7 +140,7 @@ func TestHousekeepingRuns(t *testing.T) {
 		g.Expect(c.Message).To(HavePrefix("full run (scheduled)"), "a repository never maintained gets a run at once")
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	first := project.Status.Repository.LastMaintenanceTime.Time
-	fullRuns := counter(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})
+	fullRuns := sample(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})
 
 	pushSmall(t, project.Status.RepositoryPath, "main", 30)
 	before := project.DeepCopy()
@@ -153,7 +153,7 @@ func TestHousekeepingRuns(t *testing.T) {
 		g.Expect(project.Status.Repository.LooseObjects).To(BeZero())
 		g.Expect(project.Status.Repository.Packs).To(Equal(int32(1)))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
-	g.Expect(counter(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})).To(Equal(fullRuns + 1))
+	g.Expect(sample(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})).To(Equal(fullRuns + 1))
 	gitCmd(t, project.Status.RepositoryPath, "fsck", "--strict")
 
 	// A push, as the usage recorder writes it.
@@ -171,7 +171,8 @@ func TestHousekeepingRuns(t *testing.T) {
 }
 
 // A run on a corrupted repository sets Maintenance=False with git's message and counts a
-// failure; the Ready condition is untouched.
+// failure; the Ready condition is untouched. The repository counts as failing until a run
+// succeeds or its project is deleted.
 func TestHousekeepingFailure(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
@@ -187,24 +188,62 @@ func TestHousekeepingFailure(t *testing.T) {
 		g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)).To(BeTrue())
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	bare := project.Status.RepositoryPath
-	pushSmall(t, bare, "main", 1)
-	head := gitCmd(t, bare, "rev-parse", "main")
-	object := filepath.Join(bare, "objects", head[:2], head[2:])
-	g.Expect(os.Chmod(object, 0o644)).To(Succeed())
-	g.Expect(os.WriteFile(object, []byte("garbage"), 0o644)).To(Succeed())
-	failures := counter(g, "gitssh_housekeeping_failures_total", nil)
-
-	before := project.DeepCopy()
-	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, project.Status.Repository.LastMaintenanceTime.Time))
-	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
-	g.Eventually(func(g Gomega) {
+	// corrupt pushes to branch and overwrites its head commit, a loose object; restore
+	// puts it back.
+	corrupt := func(branch string, n int) (head string, restore func()) {
+		pushSmall(t, bare, branch, n)
+		head = gitCmd(t, bare, "rev-parse", branch)
+		object := filepath.Join(bare, "objects", head[:2], head[2:])
+		good, err := os.ReadFile(object)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(os.Chmod(object, 0o644)).To(Succeed())
+		g.Expect(os.WriteFile(object, []byte("garbage"), 0o644)).To(Succeed())
+		return head, func() { g.Expect(os.WriteFile(object, good, 0o444)).To(Succeed()) }
+	}
+	requestRun := func() {
+		before := project.DeepCopy()
+		metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, project.Status.Repository.LastMaintenanceTime.Time))
+		g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
+	}
+	maintenance := func(g Gomega) *metav1.Condition {
 		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
 		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
 		g.Expect(c).NotTo(BeNil())
+		return c
+	}
+	head, restore := corrupt("main", 1)
+	failures := sample(g, "gitssh_housekeeping_failures_total", nil)
+	failing := map[string]string{"reason": gitsshv1alpha1.ReasonMaintenanceFailed}
+	failingBefore := sample(g, "gitssh_housekeeping_failing_repositories", failing)
+
+	requestRun()
+	g.Eventually(func(g Gomega) {
+		c := maintenance(g)
 		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(c.Reason).To(Equal(gitsshv1alpha1.ReasonMaintenanceFailed))
 		g.Expect(c.Message).To(And(HavePrefix("full run (requested) failed: git "), ContainSubstring(head)))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
-	g.Expect(counter(g, "gitssh_housekeeping_failures_total", nil)).To(Equal(failures + 1))
+	g.Expect(sample(g, "gitssh_housekeeping_failures_total", nil)).To(Equal(failures + 1))
+	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore+1), "what GitsshHousekeepingFailing alerts on")
 	g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionReady)).To(BeTrue())
+
+	// Repaired, its next run succeeds and it no longer counts as failing.
+	restore()
+	requestRun()
+	g.Eventually(func(g Gomega) {
+		g.Expect(maintenance(g).Status).To(Equal(metav1.ConditionTrue))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore))
+
+	// Failing again, and then deleted: no longer counted.
+	corrupt("other", 2)
+	requestRun()
+	g.Eventually(func(g Gomega) {
+		g.Expect(maintenance(g).Status).To(Equal(metav1.ConditionFalse))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore + 1))
+	g.Expect(env.Client.Delete(ctx, project)).To(Succeed())
+	g.Eventually(func() float64 {
+		return sample(g, "gitssh_housekeeping_failing_repositories", failing)
+	}).WithTimeout(20 * time.Second).Should(Equal(failingBefore))
 }

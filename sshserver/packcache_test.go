@@ -244,6 +244,7 @@ func TestPackCacheEviction(t *testing.T) {
 	g.Expect(ce.metric("gitssh_pack_cache_evictions_total", "reason", "size")).To(Equal(1.0))
 	g.Expect(ce.cachedPacks()).To(HaveLen(1))
 	g.Expect(ce.metric("gitssh_pack_cache_bytes")).To(BeNumerically("<=", 100<<10))
+	g.Expect(ce.metric("gitssh_pack_cache_max_bytes")).To(Equal(float64(100 << 10)))
 	runs := ce.packObjectsRuns()
 	clone("bbb")
 	g.Expect(ce.packObjectsRuns()).To(Equal(runs), "bbb is still cached")

@@ -169,8 +169,10 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("pack cache: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	m := newMetrics(cfg.Registerer)
+	m.maxBytes.Set(float64(cfg.MaxBytes))
 	return &Cache{
-		cfg: cfg, m: newMetrics(cfg.Registerer), ln: ln, ctx: ctx, stop: stop,
+		cfg: cfg, m: m, ln: ln, ctx: ctx, stop: stop,
 		tokens: map[string]string{}, entries: map[string]*entry{},
 	}, nil
 }

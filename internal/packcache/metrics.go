@@ -21,6 +21,7 @@ type metrics struct {
 	runDuration    prometheus.Histogram
 	evictions      *prometheus.CounterVec // reason
 	bytes          prometheus.Gauge
+	maxBytes       prometheus.Gauge
 	entries        prometheus.Gauge
 }
 
@@ -51,6 +52,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gitssh_pack_cache_bytes",
 			Help: "Bytes held by finished cache entries.",
 		}),
+		// A dashboard draws gitssh_pack_cache_bytes against it.
+		maxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitssh_pack_cache_max_bytes",
+			Help: "What finished cache entries may hold (--pack-cache-max-size).",
+		}),
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_pack_cache_entries",
 			Help: "Cache entries, finished or being written.",
@@ -75,6 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.runDuration = promreg.Register(reg, m.runDuration)
 	m.evictions = promreg.Register(reg, m.evictions)
 	m.bytes = promreg.Register(reg, m.bytes)
+	m.maxBytes = promreg.Register(reg, m.maxBytes)
 	m.entries = promreg.Register(reg, m.entries)
 	return m
 }

@@ -1,7 +1,9 @@
 package manifests_test
 
 import (
+	"context"
 	"encoding/json"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	_ "github.com/gitssh-dev/gitssh/controllers" // registers the housekeeping metrics
+	"github.com/gitssh-dev/gitssh/internal/packcache"
 	_ "github.com/gitssh-dev/gitssh/internal/usage" // registers the usage metrics
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
@@ -19,11 +23,16 @@ import (
 // kube-state-metrics'.
 var externalMetrics = []string{"up", "kube_deployment_status_replicas_ready"}
 
-// gitsshMetrics returns the names of the series gitssh exports: the SSH server's and the
-// usage recorder's, a histogram as its _bucket, _sum and _count.
-func gitsshMetrics(g Gomega) map[string]bool {
+// gitsshMetrics returns the names of the series gitssh exports, as the packages register
+// them: the SSH server's, the pack cache's, the usage recorder's and the controllers'
+// (housekeeping), a histogram as its _bucket, _sum and _count.
+func gitsshMetrics(t *testing.T, g Gomega) map[string]bool {
 	reg := prometheus.NewRegistry()
 	sshserver.NewMetrics(reg)
+	cache, err := packcache.New(packcache.Config{Dir: t.TempDir(), Registerer: reg,
+		Command: func(context.Context, string, []string) *exec.Cmd { return nil }})
+	g.Expect(err).NotTo(HaveOccurred())
+	cache.Close()
 	names := map[string]bool{}
 	for _, gatherer := range []prometheus.Gatherer{reg, ctrlmetrics.Registry} {
 		families, err := gatherer.Gather()
@@ -42,6 +51,8 @@ func gitsshMetrics(g Gomega) map[string]bool {
 	}
 	g.Expect(names).To(HaveKey("gitssh_ssh_connections_accepted_total"))
 	g.Expect(names).To(HaveKey("gitssh_usage_pending_objects"))
+	g.Expect(names).To(HaveKey("gitssh_pack_cache_requests_total"))
+	g.Expect(names).To(HaveKey("gitssh_housekeeping_runs_total"))
 	return names
 }
 
@@ -51,7 +62,7 @@ var (
 	gitsshNameRE = regexp.MustCompile(`\bgitssh_[a-zA-Z0-9_]+`)
 	matcherRE    = regexp.MustCompile(`^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*"\s*$`)
 	// PromQL words that are not metric names.
-	promqlWords = regexp.MustCompile(`^(sum|rate|by|histogram_quantile|absent|or|and|unless|le|avg|max|min|count)$`)
+	promqlWords = regexp.MustCompile(`^(sum|rate|increase|by|histogram_quantile|absent|or|and|unless|le|avg|max|min|count)$`)
 )
 
 // checkPromQL checks the shape of a PromQL expression: balanced brackets, well-formed
@@ -105,7 +116,7 @@ func TestChartMonitoring(t *testing.T) {
 		"--set-json", "metrics.prometheusRule.refusedLoginsPerSecond=2.5")
 	g.Expect(err).NotTo(HaveOccurred(), string(out))
 	m := parse(t, out)
-	known := gitsshMetrics(g)
+	known := gitsshMetrics(t, g)
 
 	cm := m.one(t, "ConfigMap", "gitssh-dashboard")
 	g.Expect(cm.GetLabels()).To(HaveKeyWithValue("grafana_dashboard", "1"))
@@ -114,8 +125,8 @@ func TestChartMonitoring(t *testing.T) {
 		Title  string
 		UID    string
 		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
+			Title, Type string
+			Targets     []struct{ Expr string }
 		}
 	}
 	data := nested(t, cm, "data", "gitssh.json").(string)
@@ -124,6 +135,9 @@ func TestChartMonitoring(t *testing.T) {
 	g.Expect(len(dashboard.Panels)).To(BeNumerically(">=", 6))
 	used := map[string]bool{}
 	for _, p := range dashboard.Panels {
+		if p.Type == "row" {
+			continue
+		}
 		g.Expect(p.Targets).NotTo(BeEmpty(), "panel %q", p.Title)
 		for _, target := range p.Targets {
 			checkPromQL(g, target.Expr, known)
@@ -133,8 +147,9 @@ func TestChartMonitoring(t *testing.T) {
 		}
 	}
 	for name := range known {
-		if strings.HasPrefix(name, "gitssh_ssh_") && !strings.HasSuffix(name, "_sum") && !strings.HasSuffix(name, "_count") && !strings.HasSuffix(name, "_bucket") {
-			g.Expect(used).To(HaveKey(name), "the dashboard shows every SSH metric")
+		shown := strings.HasPrefix(name, "gitssh_ssh_") || strings.HasPrefix(name, "gitssh_pack_cache_") || strings.HasPrefix(name, "gitssh_housekeeping_")
+		if shown && !strings.HasSuffix(name, "_sum") && !strings.HasSuffix(name, "_count") && !strings.HasSuffix(name, "_bucket") {
+			g.Expect(used).To(HaveKey(name), "the dashboard shows every metric of the SSH server, the pack cache and housekeeping")
 		}
 	}
 
@@ -168,6 +183,9 @@ func TestChartMonitoring(t *testing.T) {
 	g.Expect(alerts["GitsshNoReadyReplica"]).To(ContainSubstring(`job="gitssh-metrics"`), "the ServiceMonitor's job: the metrics Service")
 	g.Expect(alerts).To(HaveKeyWithValue("GitsshRefusedLoginSpike", ContainSubstring(`outcome="refused"}[10m])) > 2.5`)))
 	g.Expect(alerts).To(HaveKeyWithValue("GitsshGitCommandErrors", ContainSubstring(`result="error"`)))
+	g.Expect(alerts).To(HaveKeyWithValue("GitsshUploadQueueTimeouts", ContainSubstring("gitssh_ssh_upload_pack_queue_timeouts_total")))
+	g.Expect(alerts).To(HaveKeyWithValue("GitsshHousekeepingFailing", ContainSubstring("gitssh_housekeeping_failing_repositories")))
+	g.Expect(alerts).To(HaveKeyWithValue("GitsshPackCacheEvictingForSize", ContainSubstring(`reason="size"`)))
 
 	// envtest runs no Prometheus Operator: install a stand-in PrometheusRule CRD.
 	crd, err := kubectl(t, nil, "apply", "--server-side", "-f", "test/manifests/testdata/prometheusrule-crd.yaml")
