@@ -2,13 +2,13 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,10 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
@@ -85,29 +82,21 @@ func TestCloneURLWaitsForTheServerAndItsAddress(t *testing.T) {
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 }
 
-// startGitProjectReconciler runs the GitProject reconciler alone in its own manager,
-// watching namespace ns, until the test ends; repositories go into a new directory.
-func startGitProjectReconciler(t *testing.T, ns string, endpoint *controllers.PublicEndpoint, serving func() bool) {
+// startGitProjectReconciler runs the GitProject reconciler, and what more adds, in its own
+// manager watching namespace ns until the test ends; repositories go into a new directory.
+func startGitProjectReconciler(t *testing.T, ns string, endpoint *controllers.PublicEndpoint, serving func() bool, more ...func(ctrl.Manager) error) {
 	t.Helper()
-	g := NewWithT(t)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Logger:                 testr.New(t),
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	root := t.TempDir()
+	startManager(t, ns, func(mgr ctrl.Manager) error {
+		err := errors.Join(controllers.SetupIndexes(context.Background(), mgr), (&controllers.GitProjectReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: repostore.Store{Root: root},
+			SSHUser: "git", Endpoint: endpoint, Serving: serving,
+		}).SetupWithManager(mgr))
+		for _, setup := range more {
+			err = errors.Join(err, setup(mgr))
+		}
+		return err
 	})
-	g.Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithCancel(context.Background())
-	g.Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
-	g.Expect((&controllers.GitProjectReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: repostore.Store{Root: t.TempDir()},
-		SSHUser: "git", Endpoint: endpoint, Serving: serving,
-	}).SetupWithManager(mgr)).To(Succeed())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 // The leader measures a project's repository: on creation, again when a push shows up in

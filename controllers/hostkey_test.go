@@ -24,13 +24,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
@@ -183,35 +179,12 @@ func (e *endpoint) get() (string, int, bool) {
 // startKnownHostsController runs a manager in ns with the KnownHostsReconciler.
 func startKnownHostsController(t *testing.T, ns string, ep *endpoint) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		LeaderElection:         false,
-		Logger:                 testr.New(t),
-		// Each test has its own manager with the same controller names.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &controllers.KnownHostsReconciler{
-		Client:   mgr.GetClient(),
-		Secret:   types.NamespacedName{Namespace: ns, Name: hostKeySecretName},
-		Endpoint: ep.get,
-	}
-	if err := r.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
+	startManager(t, ns, func(mgr ctrl.Manager) error {
+		return (&controllers.KnownHostsReconciler{
+			Client:   mgr.GetClient(),
+			Secret:   types.NamespacedName{Namespace: ns, Name: hostKeySecretName},
+			Endpoint: ep.get,
+		}).SetupWithManager(mgr)
 	})
 }
 

@@ -10,48 +10,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
-	"github.com/gitssh-dev/gitssh/internal/repostore"
 )
 
 // startHousekeeping runs the GitProject and housekeeping controllers for namespace ns.
 func startHousekeeping(t *testing.T, ns string, pushDelay time.Duration) {
 	t.Helper()
-	g := NewWithT(t)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Logger:                 testr.New(t),
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	startGitProjectReconciler(t, ns, &controllers.PublicEndpoint{Host: "git.example.com"}, nil, func(mgr ctrl.Manager) error {
+		return (&controllers.HousekeepingReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), PushDelay: pushDelay,
+		}).SetupWithManager(mgr)
 	})
-	g.Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithCancel(context.Background())
-	g.Expect(controllers.SetupIndexes(ctx, mgr)).To(Succeed())
-	g.Expect((&controllers.GitProjectReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), Store: repostore.Store{Root: t.TempDir()},
-		SSHUser: "git", Endpoint: &controllers.PublicEndpoint{Host: "git.example.com"},
-	}).SetupWithManager(mgr)).To(Succeed())
-	g.Expect((&controllers.HousekeepingReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), PushDelay: pushDelay,
-	}).SetupWithManager(mgr)).To(Succeed())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 // sample reads a counter or gauge of the metrics registry, summed over the labels given.
