@@ -6,9 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,16 +14,6 @@ import (
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
-
-func createDeployKey(t testing.TB, ns, name, project string, access gitsshv1alpha1.DeployAccess, publicKey string) *gitsshv1alpha1.SSHPublicKey {
-	t.Helper()
-	key := &gitsshv1alpha1.SSHPublicKey{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       gitsshv1alpha1.SSHPublicKeySpec{Project: project, Access: access, PublicKey: publicKey},
-	}
-	NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
-	return key
-}
 
 // A deploy key reaches its own project only: Read clones and fetches, Write also pushes;
 // another private project and a Public one are refused as if they did not exist. Its use
@@ -40,8 +28,8 @@ func TestDeployKeys(t *testing.T) {
 	createProject(t, ns, "acme-other", gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "other"})
 	createProject(t, ns, "acme-open", gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "open", Visibility: gitsshv1alpha1.VisibilityPublic})
 	reader, writer := newUserKey(t, "ci-read"), newUserKey(t, "ci-write")
-	readKey := createDeployKey(t, ns, "acme-api-read", "acme/api", "", reader.publicKey)
-	writeKey := createDeployKey(t, ns, "acme-api-write", "acme/api", gitsshv1alpha1.DeployAccessWrite, writer.publicKey)
+	readKey := createKeySpec(t, ns, "acme-api-read", gitsshv1alpha1.SSHPublicKeySpec{Project: "acme/api", PublicKey: reader.publicKey})
+	writeKey := createKeySpec(t, ns, "acme-api-write", gitsshv1alpha1.SSHPublicKeySpec{Project: "acme/api", Access: gitsshv1alpha1.DeployAccessWrite, PublicKey: writer.publicKey})
 
 	g.Eventually(func(g Gomega) {
 		ready := readyCondition(g, readKey)
@@ -96,23 +84,5 @@ func TestDeployKeys(t *testing.T) {
 	}).WithTimeout(eventually).Should(Succeed())
 
 	// The reader's key as a user's key too: the younger object loses, whichever kind it is.
-	createProject(t, ns, "bob-private", gitsshv1alpha1.GitProjectSpec{Owner: "bob", Project: "private"})
-	time.Sleep(1100 * time.Millisecond) // creation times have one-second granularity
-	bob := createKey(t, ns, "bob", "bob", reader.publicKey)
-	g.Eventually(func(g Gomega) {
-		ready := readyCondition(g, bob)
-		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonDuplicateKey))
-		g.Expect(ready.Message).To(ContainSubstring(ns + `/acme-api-read (deploy key for "acme/api" (Read))`))
-	}).WithTimeout(eventually).Should(Succeed())
-	out, err = inst.git(reader, "", "ls-remote", inst.url("bob", "private"))
-	g.Expect(err).To(HaveOccurred(), "one key logged in as a deploy key and a user: %s", out)
-	g.Expect(inst.git(reader, "", "ls-remote", inst.url("acme", "api"))).Error().NotTo(HaveOccurred())
-
-	// Deleting the deploy key hands the key to bob.
-	g.Expect(env.Client.Delete(ctx, readKey)).To(Succeed())
-	g.Eventually(func() error { _, err := inst.git(reader, "", "ls-remote", inst.url("bob", "private")); return err }).
-		WithTimeout(eventually).Should(Succeed())
-	out, err = inst.git(reader, "", "ls-remote", inst.url("acme", "api"))
-	g.Expect(err).To(HaveOccurred(), "bob's key still reaches acme/api: %s", out)
-	g.Expect(strings.TrimSpace(out)).To(ContainSubstring("not found or access denied"))
+	youngerKeyLoses(t, inst, reader, readKey, inst.url("acme", "api"), "bob", ns+`/acme-api-read (deploy key for "acme/api" (Read))`)
 }

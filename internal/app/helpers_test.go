@@ -208,10 +208,12 @@ func (inst *instance) url(owner, project string) string {
 
 func createKey(t testing.TB, ns, name, user, publicKey string) *gitsshv1alpha1.SSHPublicKey {
 	t.Helper()
-	key := &gitsshv1alpha1.SSHPublicKey{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: publicKey},
-	}
+	return createKeySpec(t, ns, name, gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: publicKey})
+}
+
+func createKeySpec(t testing.TB, ns, name string, spec gitsshv1alpha1.SSHPublicKeySpec) *gitsshv1alpha1.SSHPublicKey {
+	t.Helper()
+	key := &gitsshv1alpha1.SSHPublicKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
 	NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
 	return key
 }

@@ -36,13 +36,7 @@ func startWithAlicesKey(t *testing.T, configure func(*app.Options)) (*instance, 
 
 func createExpiringKey(t testing.TB, ns, name, user, publicKey string, expires time.Time) *gitsshv1alpha1.SSHPublicKey {
 	t.Helper()
-	key := &gitsshv1alpha1.SSHPublicKey{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: publicKey,
-			ExpirationTime: &metav1.Time{Time: expires}},
-	}
-	NewWithT(t).Expect(env.Client.Create(context.Background(), key)).To(Succeed())
-	return key
+	return createKeySpec(t, ns, name, gitsshv1alpha1.SSHPublicKeySpec{User: user, PublicKey: publicKey, ExpirationTime: &metav1.Time{Time: expires}})
 }
 
 // An expired key is refused; a key expiring during the test logs in until its instant and

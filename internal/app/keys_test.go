@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,36 +123,48 @@ func TestUnusableKeysAreReportedAndRefused(t *testing.T) {
 	}
 
 	t.Run("duplicate", func(t *testing.T) {
-		g := NewWithT(t)
 		createProject(t, ns, "bob-private", gitsshv1alpha1.GitProjectSpec{Owner: "bob", Project: "private"})
-		createProject(t, ns, "mallory-private", gitsshv1alpha1.GitProjectSpec{Owner: "mallory", Project: "private"})
 		shared := newUserKey(t, "shared")
-		first := createKey(t, ns, "bob", "bob", shared.publicKey)
-		g.Eventually(func(g Gomega) { g.Expect(readyCondition(g, first).Status).To(Equal(metav1.ConditionTrue)) }).WithTimeout(eventually).Should(Succeed())
-		// Creation times have one-second granularity: make sure the second is younger.
-		time.Sleep(1100 * time.Millisecond)
-		second := createKey(t, ns, "mallory", "mallory", shared.publicKey)
-		g.Eventually(func(g Gomega) {
-			ready := readyCondition(g, second)
-			g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonDuplicateKey))
-			g.Expect(ready.Message).To(ContainSubstring(ns + "/bob"))
-		}).WithTimeout(eventually).Should(Succeed())
-		g.Expect(readyCondition(g, first).Status).To(Equal(metav1.ConditionTrue))
-
-		// The key logs in as the older object's user only.
-		g.Expect(inst.git(shared, "", "ls-remote", inst.url("bob", "private"))).Error().NotTo(HaveOccurred())
-		out, err := inst.git(shared, "", "ls-remote", inst.url("mallory", "private"))
-		g.Expect(err).To(HaveOccurred())
-		g.Expect(out).To(ContainSubstring(`repository "mallory/private" not found or access denied`))
-
-		// Deleting the older object hands the key to the younger one.
-		g.Expect(env.Client.Delete(ctx, first)).To(Succeed())
-		g.Eventually(func(g Gomega) {
-			ready := readyCondition(g, second)
-			g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
-			g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
-		}).WithTimeout(eventually).Should(Succeed())
-		g.Eventually(func() error { _, err := inst.git(shared, "", "ls-remote", inst.url("mallory", "private")); return err }).
-			WithTimeout(eventually).Should(Succeed())
+		bob := createKey(t, ns, "bob", "bob", shared.publicKey)
+		youngerKeyLoses(t, inst, shared, bob, inst.url("bob", "private"), "mallory", ns+"/bob")
 	})
+}
+
+// youngerKeyLoses registers key, which older holds and reaches olderURL with, again as
+// user's key in a younger object, and checks that older keeps it: the younger object is
+// DuplicateKey with a message naming older (olderNamed), and the key does not reach user's
+// own project. Deleting older hands the key to the younger object.
+func youngerKeyLoses(t *testing.T, inst *instance, key userKey, older *gitsshv1alpha1.SSHPublicKey, olderURL, user, olderNamed string) {
+	t.Helper()
+	g := NewWithT(t)
+	ns := older.Namespace
+	createProject(t, ns, user+"-private", gitsshv1alpha1.GitProjectSpec{Owner: user, Project: "private"})
+	g.Eventually(func(g Gomega) { g.Expect(readyCondition(g, older).Status).To(Equal(metav1.ConditionTrue)) }).WithTimeout(eventually).Should(Succeed())
+	time.Sleep(1100 * time.Millisecond) // creation times have one-second granularity
+	younger := createKey(t, ns, user, user, key.publicKey)
+	g.Eventually(func(g Gomega) {
+		ready := readyCondition(g, younger)
+		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonDuplicateKey))
+		g.Expect(ready.Message).To(ContainSubstring(olderNamed))
+	}).WithTimeout(eventually).Should(Succeed())
+	g.Expect(readyCondition(g, older).Status).To(Equal(metav1.ConditionTrue))
+
+	// The key logs in as the older object's only.
+	g.Expect(inst.git(key, "", "ls-remote", olderURL)).Error().NotTo(HaveOccurred())
+	out, err := inst.git(key, "", "ls-remote", inst.url(user, "private"))
+	g.Expect(err).To(HaveOccurred(), "one key logged in as two objects: %s", out)
+	g.Expect(out).To(ContainSubstring(fmt.Sprintf(`repository "%s/private" not found or access denied`, user)))
+
+	// Deleting the older object hands the key to the younger one.
+	g.Expect(env.Client.Delete(context.Background(), older)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		ready := readyCondition(g, younger)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
+	}).WithTimeout(eventually).Should(Succeed())
+	g.Eventually(func() error { _, err := inst.git(key, "", "ls-remote", inst.url(user, "private")); return err }).
+		WithTimeout(eventually).Should(Succeed())
+	out, err = inst.git(key, "", "ls-remote", olderURL)
+	g.Expect(err).To(HaveOccurred(), "the key still reaches %s as the deleted object's: %s", olderURL, out)
+	g.Expect(out).To(ContainSubstring("not found or access denied"))
 }
