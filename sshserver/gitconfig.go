@@ -3,6 +3,8 @@ package sshserver
 import (
 	"os"
 	"strconv"
+
+	"github.com/gitssh-dev/gitssh/internal/gitenv"
 )
 
 // gitConfig is every git setting gitssh relies on, in one place. Each git
@@ -166,21 +168,10 @@ func (s *Server) gitConfigArgs(dir string, maxInputSize int64) []string {
 		"-c", "safe.directory="+dir)
 }
 
-// gitEnv is the whole environment git runs with: no config file but the
-// repository's own, a HOME with nothing in it, and nothing from the client
-// but a validated GIT_PROTOCOL.
+// gitEnv is the whole environment git runs with: gitenv.Env, and nothing
+// from the client but a validated GIT_PROTOCOL.
 func gitEnv(gitProtocol string) []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	env := []string{
-		"PATH=" + path,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=" + os.DevNull,
-		// Also where ~/.config/git/attributes (read by git archive) would be.
-		"HOME=" + os.DevNull,
-	}
+	env := gitenv.Env()
 	if gitProtocol != "" {
 		env = append(env, "GIT_PROTOCOL="+gitProtocol)
 	}

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gitssh-dev/gitssh/internal/gitenv"
 )
 
 // DefaultPruneGrace is git gc's own default (gc.pruneExpire "2.weeks.ago").
@@ -155,7 +157,7 @@ func runGit(ctx context.Context, dir string, opts Options, step Step) error {
 	}
 	cmd := exec.CommandContext(ctx, git, append(Config(dir, opts), step.Args...)...)
 	cmd.Dir = dir
-	cmd.Env = Env()
+	cmd.Env = gitenv.Env()
 	// Its own process group, so that cancelling also kills the pack-objects that repack
 	// starts; Wait reaps them all (gitssh may be PID 1, which must leave no zombies).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -195,21 +197,6 @@ func Config(dir string, opts Options) []string {
 		args = append(args, "-c", s)
 	}
 	return args
-}
-
-// Env is the whole environment of housekeeping's git, the same idea as the SSH server's:
-// no system or global config, a HOME with nothing in it.
-func Env() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{
-		"PATH=" + path,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=" + os.DevNull,
-		"HOME=" + os.DevNull,
-	}
 }
 
 func tail(s string, n int) string {
