@@ -22,16 +22,6 @@ import (
 	"github.com/gitssh-dev/gitssh/controllers"
 )
 
-// startHousekeeping runs the GitProject and housekeeping controllers for namespace ns.
-func startHousekeeping(t *testing.T, ns string, pushDelay time.Duration) {
-	t.Helper()
-	startGitProjectReconciler(t, ns, &controllers.PublicEndpoint{Host: "git.example.com"}, nil, func(mgr ctrl.Manager) error {
-		return (&controllers.HousekeepingReconciler{
-			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), PushDelay: pushDelay,
-		}).SetupWithManager(mgr)
-	})
-}
-
 // sample reads a counter or gauge of the metrics registry, summed over the labels given.
 func sample(g Gomega, name string, labels map[string]string) float64 {
 	families, err := metrics.Registry.Gather()
@@ -91,41 +81,63 @@ func requestTime(g Gomega, last time.Time) string {
 	return at.Format(time.RFC3339)
 }
 
+// maintenance reads project and returns its Maintenance condition, once housekeeping has
+// run on it.
+func maintenance(g Gomega, project *gitsshv1alpha1.GitProject) metav1.Condition {
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(project), project)).To(Succeed())
+	c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
+	g.Expect(c).NotTo(BeNil())
+	g.Expect(project.Status.Repository).NotTo(BeNil())
+	g.Expect(project.Status.Repository.LastMaintenanceTime).NotTo(BeNil())
+	return *c
+}
+
+// maintainedProject runs the GitProject and housekeeping controllers (push delay 1s) in a
+// namespace of their own, creates the project owner/name there and waits for its first
+// run, which a new repository gets at once.
+func maintainedProject(t *testing.T, owner, name string) *gitsshv1alpha1.GitProject {
+	t.Helper()
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	startGitProjectReconciler(t, ns, &controllers.PublicEndpoint{Host: "git.example.com"}, nil, func(mgr ctrl.Manager) error {
+		return (&controllers.HousekeepingReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("test"), PushDelay: time.Second,
+		}).SetupWithManager(mgr)
+	})
+	project := &gitsshv1alpha1.GitProject{
+		ObjectMeta: metav1.ObjectMeta{Name: owner + "-" + name, Namespace: ns},
+		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: owner, Project: name},
+	}
+	g.Expect(env.Client.Create(context.Background(), project)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := maintenance(g, project)
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(c.Message).To(HavePrefix("full run (scheduled)"), "a repository never maintained gets a run at once")
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	return project
+}
+
+// requestRun asks for a run of project with the annotation, as kubectl annotate would.
+func requestRun(g Gomega, project *gitsshv1alpha1.GitProject) {
+	before := project.DeepCopy()
+	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, project.Status.Repository.LastMaintenanceTime.Time))
+	g.Expect(env.Client.Patch(context.Background(), project, client.MergeFrom(before))).To(Succeed())
+}
+
 // A new repository gets a first run; the annotation asks for another, which packs the
 // loose objects of many small pushes and reports the facts; a push recorded in
 // lastPushTime brings an incremental run.
 func TestHousekeepingRuns(t *testing.T) {
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	startHousekeeping(t, ns, time.Second)
 	ctx := context.Background()
-	project := &gitsshv1alpha1.GitProject{
-		ObjectMeta: metav1.ObjectMeta{Name: "acme-api", Namespace: ns},
-		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "api"},
-	}
-	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
-	maintenance := func(g Gomega) metav1.Condition {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
-		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
-		g.Expect(c).NotTo(BeNil())
-		g.Expect(project.Status.Repository).NotTo(BeNil())
-		g.Expect(project.Status.Repository.LastMaintenanceTime).NotTo(BeNil())
-		return *c
-	}
-	g.Eventually(func(g Gomega) {
-		c := maintenance(g)
-		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
-		g.Expect(c.Message).To(HavePrefix("full run (scheduled)"), "a repository never maintained gets a run at once")
-	}).WithTimeout(20 * time.Second).Should(Succeed())
+	project := maintainedProject(t, "acme", "api")
 	first := project.Status.Repository.LastMaintenanceTime.Time
 	fullRuns := sample(g, "gitssh_housekeeping_runs_total", map[string]string{"kind": "full", "result": "succeeded"})
 
 	pushSmall(t, project.Status.RepositoryPath, "main", 30)
-	before := project.DeepCopy()
-	metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, first))
-	g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
+	requestRun(g, project)
 	g.Eventually(func(g Gomega) {
-		c := maintenance(g)
+		c := maintenance(g, project)
 		g.Expect(project.Status.Repository.LastMaintenanceTime.Time).To(BeTemporally(">", first))
 		g.Expect(c.Message).To(HavePrefix("full run (requested)"))
 		g.Expect(project.Status.Repository.LooseObjects).To(BeZero())
@@ -137,11 +149,11 @@ func TestHousekeepingRuns(t *testing.T) {
 	// A push, as the usage recorder writes it.
 	pushSmall(t, project.Status.RepositoryPath, "feature", 2)
 	requested := project.Status.Repository.LastMaintenanceTime.Time
-	before = project.DeepCopy()
+	before := project.DeepCopy()
 	project.Status.LastPushTime = ptr.To(metav1.Now())
 	g.Expect(env.Client.Status().Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		c := maintenance(g)
+		c := maintenance(g, project)
 		g.Expect(project.Status.Repository.LastMaintenanceTime.Time).To(BeTemporally(">", requested))
 		g.Expect(c.Message).To(HavePrefix("incremental run (after a push)"))
 		g.Expect(project.Status.Repository.LooseObjects).To(BeZero())
@@ -153,18 +165,8 @@ func TestHousekeepingRuns(t *testing.T) {
 // succeeds or its project is deleted.
 func TestHousekeepingFailure(t *testing.T) {
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	startHousekeeping(t, ns, time.Second)
 	ctx := context.Background()
-	project := &gitsshv1alpha1.GitProject{
-		ObjectMeta: metav1.ObjectMeta{Name: "acme-broken", Namespace: ns},
-		Spec:       gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "broken"},
-	}
-	g.Expect(env.Client.Create(ctx, project)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
-		g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)).To(BeTrue())
-	}).WithTimeout(20 * time.Second).Should(Succeed())
+	project := maintainedProject(t, "acme", "broken")
 	bare := project.Status.RepositoryPath
 	// corrupt pushes to branch and overwrites its head commit, a loose object; restore
 	// puts it back.
@@ -178,48 +180,38 @@ func TestHousekeepingFailure(t *testing.T) {
 		g.Expect(os.WriteFile(object, []byte("garbage"), 0o644)).To(Succeed())
 		return head, func() { g.Expect(os.WriteFile(object, good, 0o444)).To(Succeed()) }
 	}
-	requestRun := func() {
-		before := project.DeepCopy()
-		metav1.SetMetaDataAnnotation(&project.ObjectMeta, gitsshv1alpha1.MaintenanceRequestedAtAnnotation, requestTime(g, project.Status.Repository.LastMaintenanceTime.Time))
-		g.Expect(env.Client.Patch(ctx, project, client.MergeFrom(before))).To(Succeed())
-	}
-	maintenance := func(g Gomega) *metav1.Condition {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(project), project)).To(Succeed())
-		c := meta.FindStatusCondition(project.Status.Conditions, gitsshv1alpha1.ConditionMaintenance)
-		g.Expect(c).NotTo(BeNil())
-		return c
-	}
 	head, restore := corrupt("main", 1)
 	failures := sample(g, "gitssh_housekeeping_failures_total", nil)
 	failing := map[string]string{"reason": gitsshv1alpha1.ReasonMaintenanceFailed}
 	failingBefore := sample(g, "gitssh_housekeeping_failing_repositories", failing)
 
-	requestRun()
+	requestRun(g, project)
 	g.Eventually(func(g Gomega) {
-		c := maintenance(g)
+		c := maintenance(g, project)
 		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(c.Reason).To(Equal(gitsshv1alpha1.ReasonMaintenanceFailed))
 		g.Expect(c.Message).To(And(HavePrefix("full run (requested) failed: git "), ContainSubstring(head)))
+		// Set just after the status write: what GitsshHousekeepingFailing alerts on.
+		g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore + 1))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	g.Expect(sample(g, "gitssh_housekeeping_failures_total", nil)).To(Equal(failures + 1))
-	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore+1), "what GitsshHousekeepingFailing alerts on")
 	g.Expect(meta.IsStatusConditionTrue(project.Status.Conditions, gitsshv1alpha1.ConditionReady)).To(BeTrue())
 
 	// Repaired, its next run succeeds and it no longer counts as failing.
 	restore()
-	requestRun()
+	requestRun(g, project)
 	g.Eventually(func(g Gomega) {
-		g.Expect(maintenance(g).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(maintenance(g, project).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
-	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore))
 
 	// Failing again, and then deleted: no longer counted.
 	corrupt("other", 2)
-	requestRun()
+	requestRun(g, project)
 	g.Eventually(func(g Gomega) {
-		g.Expect(maintenance(g).Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(maintenance(g, project).Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore + 1))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
-	g.Expect(sample(g, "gitssh_housekeeping_failing_repositories", failing)).To(Equal(failingBefore + 1))
 	g.Expect(env.Client.Delete(ctx, project)).To(Succeed())
 	g.Eventually(func() float64 {
 		return sample(g, "gitssh_housekeeping_failing_repositories", failing)
