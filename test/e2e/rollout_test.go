@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,17 +42,9 @@ func TestPushDuringUpgrade(t *testing.T) {
 			work := t.TempDir()
 			alice.gitOK(t, work, "clone", url, "w")
 			w := filepath.Join(work, "w")
-			commit := func(name string, size int) string {
-				data := make([]byte, size)
-				_, _ = rand.Read(data)
-				g.Expect(os.WriteFile(filepath.Join(w, name), data, 0o644)).To(Succeed())
-				alice.gitOK(t, w, "add", name)
-				alice.gitOK(t, w, "commit", "-q", "-m", name)
-				return strings.TrimSpace(alice.gitOK(t, w, "rev-parse", "HEAD"))
-			}
-			oldCommit := commit("small", 1024)
+			oldCommit := commitFile(t, alice, w, "small", 1024)
 			alice.gitOK(t, w, "push", "-q", "origin", "HEAD:main")
-			newCommit := commit("big", tc.size)
+			newCommit := commitFile(t, alice, w, "big", tc.size)
 
 			old := c.podName(t)
 			pushed := make(chan error, 1)
