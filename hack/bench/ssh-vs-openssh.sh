@@ -194,7 +194,8 @@ else
 fi
 
 read -ra GITSSH_FLAGS <<<"${BENCH_GITSSH_FLAGS:-}"
-[[ -n ${BENCH_CPUPROFILE:-} ]] && GITSSH_FLAGS+=(-cpuprofile "$BENCH_CPUPROFILE")
+PROFILE_FLAGS=() # the gitssh server only: two processes writing one profile spoil it
+[[ -n ${BENCH_CPUPROFILE:-} ]] && PROFILE_FLAGS=(-cpuprofile "$BENCH_CPUPROFILE")
 # What a forced cipher is measured against: gitssh offering every cipher it supports.
 ALL_CIPHERS=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr
 
@@ -242,7 +243,7 @@ start_sshd_at sshd "$OUT/keys/client.pub" "$SSHD_PORT"
 SSHD10K_PORT=$(free_port)
 start_sshd_at sshd-10k "$OUT/keys/authorized_keys_10001" "$SSHD10K_PORT"
 GITSSH_PORT=$(free_port)
-start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}"
+start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}" "${PROFILE_FLAGS[@]}"
 GITSSH_ALL_PORT=$(free_port)
 start_gitssh_at gitssh-all "$OUT/keys/client.pub" "$GITSSH_ALL_PORT" -ciphers "$ALL_CIPHERS"
 GITSSH10K_PORT=$(free_port)
