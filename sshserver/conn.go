@@ -351,7 +351,10 @@ func (c *spokeConn) Read(b []byte) (int, error) {
 // also pays the receiver's TCP processing). A GCM packet is 4 + 16k + 16
 // bytes, never 4,096, so a write of exactly 4,096 bytes is always such a
 // first part: it is held and sent with the write that follows, in one
-// writev(2).
+// writev(2). The cipher is the first key exchange's; a re-key picks from the
+// same offer, so it stays AES-GCM unless Ciphers offers others and the
+// client changes its preference mid-connection (then such a packet could wait
+// for the connection's next write).
 func (c *spokeConn) joinGCMWrites(cipher string) {
 	if cipher == ssh.CipherAES128GCM || cipher == ssh.CipherAES256GCM {
 		c.gcm.Store(true)
