@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,9 +232,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	if a, ok := sc.Conn.(ssh.AlgorithmsConnMetadata); ok {
-		st.conn.joinGCMWrites(a.Algorithms().Write.Cipher)
-	}
+	st.conn.joinGCMWrites(c.s.cfg.Ciphers)
 	c.log = c.log.WithValues(identityLogValues(sc.Permissions, c.id)...)
 	c.s.rec.LoginSucceeded(c.id)
 	c.log.V(1).Info("Accepted login", "clientVersion", string(sc.ClientVersion()))
@@ -351,14 +350,14 @@ func (c *spokeConn) Read(b []byte) (int, error) {
 // also pays the receiver's TCP processing). A GCM packet is 4 + 16k + 16
 // bytes, never 4,096, so a write of exactly 4,096 bytes is always such a
 // first part: it is held and sent with the write that follows, in one
-// writev(2). The cipher is the first key exchange's; a re-key picks from the
-// same offer, so it stays AES-GCM unless Ciphers offers others and the
-// client changes its preference mid-connection (then such a packet could wait
-// for the connection's next write).
-func (c *spokeConn) joinGCMWrites(cipher string) {
-	if cipher == ssh.CipherAES128GCM || cipher == ssh.CipherAES256GCM {
-		c.gcm.Store(true)
-	}
+// writev(2). It is on only when every cipher offered is AES-GCM (the
+// default): a re-key then cannot move the connection to a cipher whose
+// packets are written whole, where a held 4,096-byte packet would wait for
+// the connection's next write.
+func (c *spokeConn) joinGCMWrites(offered []string) {
+	c.gcm.Store(len(offered) > 0 && !slices.ContainsFunc(offered, func(cipher string) bool {
+		return cipher != ssh.CipherAES128GCM && cipher != ssh.CipherAES256GCM
+	}))
 }
 
 // gcmFirstPart is the size of x/crypto's bufio.Writer around the connection.

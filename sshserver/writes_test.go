@@ -83,7 +83,7 @@ func serveBytes(t *testing.T, nc net.Conn, cipher string, data []byte, sent chan
 		return
 	}
 	defer sc.Wait()
-	conn.joinGCMWrites(sc.Conn.(ssh.AlgorithmsConnMetadata).Algorithms().Write.Cipher)
+	conn.joinGCMWrites(cfg.Ciphers)
 	go ssh.DiscardRequests(reqs)
 	ch, chReqs, err := (<-chans).Accept()
 	if err != nil {
