@@ -83,8 +83,10 @@ type Options struct {
 	// and the certificates revoked. Empty: certificates are refused.
 	TrustedUserCAKeys string
 
-	MetricsAddr      string
-	HealthProbeAddr  string
+	MetricsAddr     string
+	HealthProbeAddr string
+	// PprofAddr serves net/http/pprof when set; "" or "0": off.
+	PprofAddr        string
 	LeaderElection   bool
 	LeaderElectionID string
 
@@ -156,6 +158,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		Logger:                  log,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.HealthProbeAddr,
+		PprofBindAddress:        opts.PprofAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        opts.LeaderElectionID,
 		LeaderElectionNamespace: opts.Namespace,

@@ -26,6 +26,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TrustedUserCAKeys, "trusted-user-ca-keys", "", "A ConfigMap in the namespace whose trusted_user_ca_keys lists the CAs (one OpenSSH public key per line) whose user certificates log in as the user their one principal names, and whose revoked_certificates lists revoked ones (serial:, id:, key:, hash: lines as in ssh-keygen -k); watched, so changes apply without a restart. Empty: certificates are refused.")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 turns it off.")
 	fs.StringVar(&o.HealthProbeAddr, "health-probe-bind-address", ":8081", "The address the /healthz and /readyz probes bind to.")
+	fs.StringVar(&o.PprofAddr, "pprof-bind-address", "", "An address to serve Go's profiles on (/debug/pprof/), e.g. 127.0.0.1:6060; unauthenticated, so keep it off the network. Empty: off.")
 	fs.BoolVar(&o.LeaderElection, "leader-elect", true, "Elect one replica to write status and provision repositories; every replica serves SSH either way.")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "gitssh-leader", "The name of the leader election Lease.")
 

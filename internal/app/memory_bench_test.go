@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +31,9 @@ import (
 // `kubectl apply` do. It reports the process's resident memory (VmRSS, and its peak
 // VmHWM) and the Go heap in use once every status is written, which is what a pod's
 // memory limit has to hold. GITSSH_BENCH_ENV adds environment variables to the process,
-// e.g. "GOGC=50 GOMEMLIMIT=48MiB".
+// e.g. "GOGC=50 GOMEMLIMIT=48MiB". GITSSH_BENCH_PROFILE_DIR keeps, per phase, the process's
+// log and its heap profile taken after the sampling (go tool pprof -sample_index=inuse_space
+// or alloc_space, the latter covering the initial sync).
 //
 //	KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh) go test -run '^$' -bench ScaleMemory -benchtime 1x ./internal/app/
 func BenchmarkScaleMemory(b *testing.B) {
@@ -49,13 +53,17 @@ func BenchmarkScaleMemory(b *testing.B) {
 	last := newGoKey(b) // the last key applied, so its login proves the whole list is loaded
 	applyAll(b, ns, keys, projects, last)
 	repoRoot := b.TempDir()
+	profileDir := os.Getenv("GITSSH_BENCH_PROFILE_DIR")
 
 	for range b.N {
 		// The first start writes every status and creates every repository (and emits an
 		// event for each object, which client-go keeps for a while); a restart finds them
 		// written: what a replica or a restarted pod holds for as long as it runs.
 		run := func(phase string) {
-			sshPort, metricsPort := freePort(b), freePort(b)
+			sshPort, metricsPort, pprofPort := freePort(b), freePort(b), 0
+			if profileDir != "" {
+				pprofPort = freePort(b)
+			}
 			cmd := exec.Command(bin,
 				"--namespace", ns,
 				"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", sshPort),
@@ -65,9 +73,16 @@ func BenchmarkScaleMemory(b *testing.B) {
 				"--health-probe-bind-address", "0",
 				"--leader-election-id", "bench-"+ns,
 			)
+			if pprofPort != 0 {
+				cmd.Args = append(cmd.Args, "--pprof-bind-address", fmt.Sprintf("127.0.0.1:%d", pprofPort))
+			}
 			cmd.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath)
 			cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("GITSSH_BENCH_ENV"))...)
-			logFile, err := os.Create(filepath.Join(b.TempDir(), "gitssh.log"))
+			logDir := profileDir
+			if logDir == "" {
+				logDir = b.TempDir()
+			}
+			logFile, err := os.Create(filepath.Join(logDir, phase+".log"))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -92,7 +107,12 @@ func BenchmarkScaleMemory(b *testing.B) {
 			if phase == "first" {
 				b.ReportMetric(time.Since(start).Seconds(), phase+"-start-to-all-statuses-s")
 			}
-			// Sample for 10 s after the statuses are written: the state a pod sits in.
+			// A restart finds every status written but still reconciles every object; the
+			// state a pod sits in is the one after its queues are drained. Housekeeping's
+			// queue is left out: it runs git on each repository, one at a time, for minutes.
+			waitEvery(b, time.Second, 10*time.Minute, func() bool { return queuesDrained(b, metricsPort, "housekeeping") })
+			b.ReportMetric(time.Since(start).Seconds(), phase+"-start-to-settled-s")
+			// Sample for 10 s after that.
 			var rss, heap float64
 			for i := range 10 {
 				if i > 0 {
@@ -107,6 +127,14 @@ func BenchmarkScaleMemory(b *testing.B) {
 			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "RssAnon"), phase+"-rss-anon-MiB")
 			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "VmHWM"), phase+"-peak-rss-MiB")
 			b.ReportMetric(heap, phase+"-heap-inuse-MiB")
+			if pprofPort != 0 {
+				save(b, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", pprofPort), filepath.Join(profileDir, phase+".heap.pb.gz"))
+				save(b, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), filepath.Join(profileDir, phase+".metrics.txt"))
+				status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+				smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
+				_ = os.WriteFile(filepath.Join(profileDir, phase+".status.txt"), status, 0o644)
+				_ = os.WriteFile(filepath.Join(profileDir, phase+".smaps.txt"), smaps, 0o644)
+			}
 		}
 		run("first")
 		run("restart")
@@ -224,6 +252,47 @@ func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// save writes what url serves to path.
+func save(b *testing.B, url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// queuesDrained reports whether every controller's workqueue but those named in except is
+// empty, by the process's workqueue_depth metrics.
+func queuesDrained(b *testing.B, port int, except ...string) bool {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	seen := false
+	for s.Scan() {
+		line, ok := strings.CutPrefix(s.Text(), "workqueue_depth{")
+		if !ok {
+			continue
+		}
+		seen = true
+		labels, value, _ := strings.Cut(line, "} ")
+		if value != "0" && !slices.ContainsFunc(except, func(name string) bool { return strings.Contains(labels, `name="`+name+`"`) }) {
+			return false
+		}
+	}
+	return seen
 }
 
 // metricMiB reads one unlabelled gauge from the process's /metrics, in MiB.
