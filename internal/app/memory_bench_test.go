@@ -43,8 +43,11 @@ func BenchmarkScaleMemory(b *testing.B) {
 	bin := os.Getenv("GITSSH_BENCH_BINARY")
 	if bin == "" {
 		bin = filepath.Join(b.TempDir(), "gitssh")
-		build := exec.Command("go", "build", "-o", bin, ".")
+		// As the image builds it (Makefile's build target): static, so that no shared
+		// library's pages count in the resident set.
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
 		build.Dir = env.RepoRoot
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			b.Fatalf("go build: %v\n%s", err, out)
 		}
@@ -127,6 +130,17 @@ func BenchmarkScaleMemory(b *testing.B) {
 			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "RssAnon"), phase+"-rss-anon-MiB")
 			b.ReportMetric(procStatusMiB(b, cmd.Process.Pid, "VmHWM"), phase+"-peak-rss-MiB")
 			b.ReportMetric(heap, phase+"-heap-inuse-MiB")
+			// Logins one after another with every key loaded, as the memory settings leave
+			// them: wall time and the process's CPU time per login.
+			const logins = 200
+			cpu, t := procCPUSeconds(b, cmd.Process.Pid), time.Now()
+			for range logins {
+				if !login(sshPort, last) {
+					b.Fatal("login failed")
+				}
+			}
+			b.ReportMetric(float64(time.Since(t).Microseconds())/1000/logins, phase+"-login-ms")
+			b.ReportMetric((procCPUSeconds(b, cmd.Process.Pid)-cpu)*1000/logins, phase+"-server-cpu-ms/login")
 			if pprofPort != 0 {
 				save(b, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", pprofPort), filepath.Join(profileDir, phase+".heap.pb.gz"))
 				save(b, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), filepath.Join(profileDir, phase+".metrics.txt"))
@@ -252,6 +266,21 @@ func procStatusMiB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// procCPUSeconds is the user and system CPU time the process has used.
+func procCPUSeconds(b *testing.B, pid int) float64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name (which may hold spaces), from the 3rd: utime and
+	// stime are the 14th and 15th, in clock ticks (100 per second on Linux).
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	fields := strings.Fields(rest)
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100
 }
 
 // save writes what url serves to path.
