@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -134,5 +135,25 @@ func TestMetricsEndpoint(t *testing.T) {
 		for series := range now {
 			g.Expect(series).NotTo(Or(ContainSubstring("alice"), ContainSubstring("127.0.0.1"), ContainSubstring("SHA256")))
 		}
+	}).WithTimeout(eventually).Should(Succeed())
+}
+
+// --pprof-bind-address serves Go's profiles, for measuring where the memory goes
+// (BenchmarkScaleMemory's GITSSH_BENCH_PROFILE_DIR).
+func TestPprofEndpoint(t *testing.T) {
+	g := NewWithT(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	pprofAddr := l.Addr().String()
+	g.Expect(l.Close()).To(Succeed())
+	startGitsshOn(t, env.Namespace(t), t.TempDir(), 0, func(o *app.Options) { o.PprofAddr = pprofAddr })
+	g.Eventually(func(g Gomega) {
+		resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?debug=1")
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		body, err := io.ReadAll(resp.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(string(body)).To(ContainSubstring("heap profile:"))
 	}).WithTimeout(eventually).Should(Succeed())
 }
