@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 // BenchmarkScaleMemory runs the real gitssh binary (built from this tree, or
@@ -55,38 +55,63 @@ func BenchmarkScaleMemory(b *testing.B) {
 		// event for each object, which client-go keeps for a while); a restart finds them
 		// written: what a replica or a restarted pod holds for as long as it runs.
 		run := func(phase string) {
-			sshPort, metricsPort := freePort(b), freePort(b)
-			cmd := exec.Command(bin,
-				"--namespace", ns,
-				"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", sshPort),
-				"--ssh-public-host", "127.0.0.1", "--ssh-public-port", strconv.Itoa(sshPort),
-				"--repo-root", repoRoot,
-				"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
-				"--health-probe-bind-address", "0",
-				"--leader-election-id", "bench-"+ns,
-			)
-			cmd.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath)
-			cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("GITSSH_BENCH_ENV"))...)
-			logFile, err := os.Create(filepath.Join(b.TempDir(), "gitssh.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			cmd.Stdout, cmd.Stderr = logFile, logFile
-			start := time.Now()
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				// SIGTERM: the next start must not wait for this one's Lease.
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				_ = cmd.Wait()
-				if b.Failed() {
-					log, _ := os.ReadFile(logFile.Name())
-					b.Logf("gitssh log (%s):\n%s", phase, log)
+			stopRunning := func() {}
+			defer func() { stopRunning() }()
+			var cmd *exec.Cmd
+			var sshPort, metricsPort int
+			var start time.Time
+			testenv.RetryOnAddrInUse(b, func() error {
+				sshPort, metricsPort = testenv.FreePort(b), testenv.FreePort(b)
+				cmd = exec.Command(bin,
+					"--namespace", ns,
+					"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", sshPort),
+					"--ssh-public-host", "127.0.0.1", "--ssh-public-port", strconv.Itoa(sshPort),
+					"--repo-root", repoRoot,
+					"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
+					"--health-probe-bind-address", "0",
+					"--leader-election-id", "bench-"+ns,
+				)
+				cmd.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath)
+				cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("GITSSH_BENCH_ENV"))...)
+				logFile, err := os.Create(filepath.Join(b.TempDir(), "gitssh.log"))
+				if err != nil {
+					b.Fatal(err)
 				}
-			}()
-
-			waitFor(b, 3*time.Minute, func() bool { return login(sshPort, last) })
+				cmd.Stdout, cmd.Stderr = logFile, logFile
+				start = time.Now()
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				exited := make(chan error, 1)
+				go func() { exited <- cmd.Wait() }()
+				stopped := false
+				stop := func() {
+					if !stopped {
+						stopped = true
+						// SIGTERM: the next start must not wait for this one's Lease.
+						_ = cmd.Process.Signal(syscall.SIGTERM)
+						<-exited
+					}
+					if b.Failed() {
+						log, _ := os.ReadFile(logFile.Name())
+						b.Logf("gitssh log (%s):\n%s", phase, log)
+					}
+				}
+				stopRunning = stop
+				var exitErr error
+				waitFor(b, 3*time.Minute, func() bool {
+					select {
+					case err := <-exited:
+						stopped = true
+						log, _ := os.ReadFile(logFile.Name())
+						exitErr = fmt.Errorf("gitssh exited (%v):\n%s", err, log)
+						return true
+					default:
+						return login(sshPort, last)
+					}
+				})
+				return exitErr
+			})
 			b.ReportMetric(time.Since(start).Seconds(), phase+"-start-to-serving-s")
 			waitProvisioned(b, ns)
 			if phase == "first" {
@@ -194,15 +219,6 @@ func waitProvisioned(b *testing.B, ns string) {
 		}
 		return true
 	})
-}
-
-func freePort(b *testing.B) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // procStatusMiB reads a "Vm…: N kB" or "Rss…: N kB" line of /proc/PID/status, in MiB.
