@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,10 +16,12 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
 
-// Cache indexes that find the objects competing for one key or one OWNER/PROJECT.
+// Cache indexes that find the objects competing for one key or one OWNER/PROJECT, and
+// the deploy keys of one OWNER/PROJECT.
 const (
 	keyFingerprintIndex = "gitssh.dev/fingerprint"
 	projectAddressIndex = "gitssh.dev/owner-project"
+	deployProjectIndex  = "gitssh.dev/deploy-project"
 )
 
 // SetupIndexes registers the cache indexes the controllers use. Call it once per manager,
@@ -28,6 +31,14 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 	if err := indexer.IndexField(ctx, &gitsshv1alpha1.SSHPublicKey{}, keyFingerprintIndex, func(obj client.Object) []string {
 		if fp := keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey)); fp != "" {
 			return []string{fp}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := indexer.IndexField(ctx, &gitsshv1alpha1.SSHPublicKey{}, deployProjectIndex, func(obj client.Object) []string {
+		if project := obj.(*gitsshv1alpha1.SSHPublicKey).Spec.Project; project != "" {
+			return []string{project}
 		}
 		return nil
 	}); err != nil {
@@ -92,19 +103,23 @@ func ptrs[T any](items []T) []*T {
 // otherClaimants returns a request for every object in the cache, other than self, whose
 // index holds value: the objects whose claim may have changed with self's.
 func otherClaimants(ctx context.Context, c client.Client, list client.ObjectList, index, value string, self client.Object) []reconcile.Request {
+	return slices.DeleteFunc(indexed(ctx, c, list, index, value), func(r reconcile.Request) bool {
+		return r.NamespacedName == client.ObjectKeyFromObject(self)
+	})
+}
+
+// indexed returns a request for every object in the cache whose index holds value.
+func indexed(ctx context.Context, c client.Client, list client.ObjectList, index, value string) []reconcile.Request {
 	if value == "" {
 		return nil
 	}
 	if err := c.List(ctx, list, client.MatchingFields{index: value}); err != nil {
-		log.FromContext(ctx).Error(err, "Failed to list competing objects", "index", index, "value", value)
+		log.FromContext(ctx).Error(err, "Failed to list indexed objects", "index", index, "value", value)
 		return nil
 	}
 	var requests []reconcile.Request
 	_ = meta.EachListItem(list, func(item runtime.Object) error {
-		other := item.(client.Object)
-		if client.ObjectKeyFromObject(other) != client.ObjectKeyFromObject(self) {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(other)})
-		}
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item.(client.Object))})
 		return nil
 	})
 	return requests

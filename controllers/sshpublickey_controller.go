@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -60,6 +61,10 @@ func (r *SSHPublicKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// a duplicate, or no longer one.
 		Watches(&gitsshv1alpha1.SSHPublicKey{},
 			handler.EnqueueRequestsFromMapFunc(r.keysWithTheSameFingerprint),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A deploy key is Ready only while a GitProject serves its project.
+		Watches(&gitsshv1alpha1.GitProject{},
+			handler.EnqueueRequestsFromMapFunc(r.deployKeysOfProject),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }
@@ -156,6 +161,13 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 	if lost != nil {
 		return *lost, next, nil
 	}
+	missing, err := r.projectNotFound(ctx, key)
+	if err != nil {
+		return metav1.Condition{}, nil, err
+	}
+	if missing != nil {
+		return *missing, next, nil
+	}
 
 	ready := metav1.Condition{
 		Type:    gitsshv1alpha1.ConditionReady,
@@ -224,6 +236,30 @@ func (r *SSHPublicKeyReconciler) lostClaim(key *gitsshv1alpha1.SSHPublicKey, fin
 			fingerprint, client.ObjectKeyFromObject(expiredOlder), formatTime(expiredOlderAt)))
 		return &c, next
 	}
+}
+
+// projectNotFound returns the Ready condition of a deploy key whose project no GitProject
+// serves (one being deleted no longer does), or nil.
+func (r *SSHPublicKeyReconciler) projectNotFound(ctx context.Context, key *gitsshv1alpha1.SSHPublicKey) (*metav1.Condition, error) {
+	if key.Spec.Project == "" {
+		return nil, nil
+	}
+	var projects gitsshv1alpha1.GitProjectList
+	if err := r.Client.List(ctx, &projects, client.MatchingFields{projectAddressIndex: key.Spec.Project}); err != nil {
+		return nil, err
+	}
+	if oldest(ptrs(projects.Items)) != nil {
+		return nil, nil
+	}
+	owner, project, _ := strings.Cut(key.Spec.Project, "/")
+	c := falseCondition(gitsshv1alpha1.ReasonProjectNotFound, fmt.Sprintf(
+		"no GitProject serves %q, so this deploy key reaches nothing: create a GitProject with spec.owner %q and spec.project %q, or correct spec.project",
+		key.Spec.Project, owner, project))
+	return &c, nil
+}
+
+func (r *SSHPublicKeyReconciler) deployKeysOfProject(ctx context.Context, obj client.Object) []reconcile.Request {
+	return indexed(ctx, r.Client, &gitsshv1alpha1.SSHPublicKeyList{}, deployProjectIndex, projectAddress(obj.(*gitsshv1alpha1.GitProject)))
 }
 
 func keyRef(key *gitsshv1alpha1.SSHPublicKey) authorizer.ObjectRef {

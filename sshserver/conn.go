@@ -72,10 +72,12 @@ func (c *conn) close() {
 	c.nc.Close()
 }
 
-// authState follows one handshake: which registered keys were offered.
+// authState follows one handshake: which registered keys were offered, and which of
+// them were refused as expired.
 type authState struct {
 	mu      sync.Mutex
 	offered map[string]Identity
+	expired map[string]Identity
 	refused int        // keys or users refused
 	conn    *spokeConn // the connection the handshake ran on
 }
@@ -110,6 +112,11 @@ func (c *conn) serverConfig(st *authState) *ssh.ServerConfig {
 			fp := ssh.FingerprintSHA256(key)
 			id, ok := c.s.auth.UserForKey(fp)
 			if !ok {
+				if id, expired := c.s.auth.ExpiredKey(fp); expired {
+					st.mu.Lock()
+					st.expired[fp] = id
+					st.mu.Unlock()
+				}
 				return st.refuse(errUnknownKey)
 			}
 			st.mu.Lock()
@@ -190,7 +197,7 @@ func (c *conn) serve() {
 	defer c.s.forget(c)
 	defer c.close()
 
-	st := &authState{offered: map[string]Identity{}}
+	st := &authState{offered: map[string]Identity{}, expired: map[string]Identity{}}
 	sc, chans, globalReqs, err := c.handshake(st)
 	stay := c.s.handshakeDone(c)
 	outcome := outcomeAuthenticated
@@ -225,6 +232,11 @@ func (c *conn) serve() {
 			c.s.cfg.Metrics.offeredWithoutProof()
 			c.log.Info("Refused key offered without proof", "user", id.String(), "key", id.Key.String(), "fingerprint", fp)
 		}
+	}
+	// Once per key and connection, however often the client offered it.
+	for fp, id := range st.expired {
+		c.s.rec.KeyRefused(id)
+		c.log.Info("Refused expired key", "user", id.String(), "key", id.Key.String(), "fingerprint", fp)
 	}
 	if err != nil {
 		c.log.V(1).Info("Refused login", "reason", err.Error(), "duration", time.Since(start))

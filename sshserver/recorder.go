@@ -14,6 +14,9 @@ type Authorizer interface {
 	// UserForKey returns who a key fingerprint (ssh.FingerprintSHA256) logs in
 	// as now: a user, or a deploy key bound to one project.
 	UserForKey(fingerprint string) (Identity, bool)
+	// ExpiredKey returns who a key that UserForKey refuses because it expired was
+	// registered for, so that the refusal is recorded.
+	ExpiredKey(fingerprint string) (Identity, bool)
 	// Authorize returns the repository the identity may access, if any.
 	Authorize(id Identity, owner, project string, access authorizer.Access) (Repository, bool)
 	// ProjectOwner reports whether OWNER/PROJECT exists at all. Only the
@@ -28,7 +31,8 @@ type Recorder interface {
 	// LoginSucceeded: the identity's key was verified.
 	LoginSucceeded(Identity)
 	// KeyRefused: a registered key was offered but never proven by the end of
-	// the handshake, or its user was refused the repository it asked for.
+	// the handshake, or was offered after it expired, or its user was refused
+	// the repository it asked for.
 	KeyRefused(Identity)
 	// Pushed: git-receive-pack succeeded.
 	Pushed(Repository)

@@ -70,6 +70,9 @@ const (
 	// when the older object has expired and this one never expires: an expired key comes
 	// back only with a new expiry.
 	ReasonDuplicateKey = "DuplicateKey"
+	// ReasonProjectNotFound: a deploy key whose spec.project no GitProject serves; it logs
+	// in but reaches nothing. It turns Ready once such a GitProject exists.
+	ReasonProjectNotFound = "ProjectNotFound"
 )
 
 // Reasons of the Stale condition of an SSHPublicKey.

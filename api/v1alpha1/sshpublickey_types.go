@@ -112,7 +112,8 @@ type SSHPublicKeyStatus struct {
 	LastUsedTime *metav1.Time `json:"lastUsedTime,omitempty"`
 
 	// lastFailedTime is when this key was last offered without being proven (someone who
-	// holds only the public key tried it) or was refused for the repository it asked for.
+	// holds only the public key tried it), offered after it expired, or was refused for the
+	// repository it asked for.
 	// A recent value on a key whose owner did not try to log in is a reason to look closer.
 	// Coarse like lastUsedTime.
 	// +optional

@@ -19,6 +19,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 const (
@@ -72,7 +75,6 @@ func TestMakeDev(t *testing.T) {
 	}
 
 	devDir := t.TempDir()
-	port := freePort(t)
 	work := t.TempDir()
 	gitEnv := append(os.Environ(),
 		"HOME="+work, "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
@@ -80,8 +82,15 @@ func TestMakeDev(t *testing.T) {
 		"GIT_COMMITTER_NAME=Demo", "GIT_COMMITTER_EMAIL=demo@example.com")
 
 	// First run: everything is created.
-	first := startDev(t, bin, root, devDir, assets, port, "DEV_ARGS=--ssh-max-startups-per-source=1")
-	out := first.waitReady(t)
+	var first *devProcess
+	var port int
+	var out string
+	testenv.RetryOnAddrInUse(t, func() (err error) {
+		port = testenv.FreePort(t)
+		first = startDev(t, bin, root, devDir, assets, port, "DEV_ARGS=--ssh-max-startups-per-source=1")
+		out, err = first.tryReady(t)
+		return err
+	})
 	exports := lineWith(t, out, "export KUBECONFIG=")
 	kubectl := lineWith(t, out, " get sshkeys,gitprojects")
 	clone := lineWith(t, out, " git clone ")
@@ -242,14 +251,24 @@ func startDev(t *testing.T, bin, root, devDir, assets string, port int, env ...s
 // waitReady waits for the ready line and returns stdout up to it.
 func (p *devProcess) waitReady(t *testing.T) string {
 	t.Helper()
+	out, err := p.tryReady(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tryReady is waitReady, but returns an error if make dev exits first.
+func (p *devProcess) tryReady(t *testing.T) (string, error) {
+	t.Helper()
 	deadline := time.After(readyTimeout)
 	for {
 		if out := p.stdout.String(); strings.Contains(out, "\n"+readyLine+"\n") {
-			return out
+			return out, nil
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("make dev exited (%v) before %q\nstdout:\n%s\nstderr:\n%s", p.err, readyLine, p.stdout, tail(p.stderr.String()))
+			return "", fmt.Errorf("make dev exited (%v) before %q\nstdout:\n%s\nstderr:\n%s", p.err, readyLine, p.stdout, tail(p.stderr.String()))
 		case <-deadline:
 			t.Fatalf("no %q within %s\nstdout:\n%s\nstderr:\n%s", readyLine, readyTimeout, p.stdout, tail(p.stderr.String()))
 		case <-time.After(100 * time.Millisecond):
@@ -376,16 +395,6 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %v %s", url, err, resp.Status)
 	}
 	return string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func tail(s string) string {

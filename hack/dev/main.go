@@ -35,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,6 +46,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -57,6 +59,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
@@ -111,8 +114,9 @@ func gitsshOptions(devArgs string) (app.Options, zap.Options, error) {
 	opts.HostKeySecret = hostKeySecret
 	// Short, so that the demo shows LAST USED a few seconds after a clone.
 	opts.UsageFlushInterval = 5 * time.Second
-	opts.MetricsAddr = freeLocalAddr()
-	opts.HealthProbeAddr = freeLocalAddr()
+	// Any free port (see serveMetrics); no health probes, as nothing probes make dev.
+	opts.MetricsAddr = "127.0.0.1:0"
+	opts.HealthProbeAddr = "0"
 	opts.LeaderElection = false
 
 	if err := fs.Parse(strings.Fields(devArgs)); err != nil {
@@ -134,6 +138,25 @@ func metricsURL(addr string) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/metrics"
+}
+
+// serveMetrics returns the metrics endpoint's URL ("" when it is off). On port 0 make dev
+// binds it and serves gitssh's metrics there itself, turning the manager's off: the
+// manager would bind any free port but not say which, and a port picked free beforehand
+// may be taken by another process before the manager binds it.
+func serveMetrics(opts *app.Options) (string, error) {
+	if _, port, err := net.SplitHostPort(opts.MetricsAddr); err != nil || port != "0" {
+		return metricsURL(opts.MetricsAddr), nil
+	}
+	l, err := net.Listen("tcp", opts.MetricsAddr)
+	if err != nil {
+		return "", fmt.Errorf("metrics endpoint: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	go func() { _ = http.Serve(l, mux) }() // until make dev exits
+	opts.MetricsAddr = "0"
+	return metricsURL(l.Addr().String()), nil
 }
 
 // paths are the files and directories of one dev environment.
@@ -178,6 +201,10 @@ func run(log logr.Logger, opts app.Options) error {
 		return fmt.Errorf("cannot listen on %s for SSH (%w); set DEV_SSH_PORT to a free port", sshAddr, err)
 	}
 	defer func() { _ = listener.Close() }()
+	metrics, err := serveMetrics(&opts)
+	if err != nil {
+		return err
+	}
 
 	if err := ensureDemoKey(ctx, p.demoKey, log); err != nil {
 		return err
@@ -230,7 +257,7 @@ func run(log logr.Logger, opts app.Options) error {
 	setupCtx, setupCancel := context.WithTimeout(ctx, setupTimeout)
 	defer setupCancel()
 	setupDone := make(chan error, 1)
-	go func() { setupDone <- setUpDemo(setupCtx, c, p, port, metricsURL(opts.MetricsAddr), log) }()
+	go func() { setupDone <- setUpDemo(setupCtx, c, p, port, metrics, log) }()
 
 	// Run until a signal, a failed setup, or the operator stopping on its own.
 	var runErr error
@@ -614,17 +641,6 @@ func shellWord(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// freeLocalAddr returns a 127.0.0.1 address with a port that was free a moment ago,
-// for the metrics and health endpoints, which nobody needs at a fixed place here.
-func freeLocalAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "0"
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }
 
 // controlPlaneNames are the processes envtest starts for us. It starts them in process

@@ -278,6 +278,8 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := mgr.Add(&sshRunnable{
 		server: server, addr: opts.SSHAddr, listener: opts.Listener, grace: grace,
 		cache: mgr.GetCache(), loaders: loaders, log: log.WithName("ssh"),
+		// The known-hosts controller's: the host key Secret and its ConfigMap, by name.
+		informers: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}},
 		// Pushes that finished during the grace period are written too.
 		afterShutdown: func(ctx context.Context) { usageRecorder.Flush(ctx) },
 	}); err != nil {
@@ -286,8 +288,9 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	// Ready once the host keys are loaded (above), the caches have synced and the
-	// authorizer is filled (the SSH runnable waits for both) and the listener accepts.
+	// Ready once the host keys are loaded (above), the caches have synced (the leader-only
+	// known-hosts controller's too) and the authorizer is filled (the SSH runnable waits
+	// for both) and the listener accepts.
 	if err := mgr.AddReadyzCheck("ssh", func(*http.Request) error {
 		if !server.Serving() {
 			return errors.New("the SSH server is not accepting connections yet")

@@ -86,3 +86,33 @@ func TestDeployKeys(t *testing.T) {
 	// The reader's key as a user's key too: the younger object loses, whichever kind it is.
 	youngerKeyLoses(t, inst, reader, readKey, inst.url("acme", "api"), "bob", ns+`/acme-api-read (deploy key for "acme/api" (Read))`)
 }
+
+// A deploy key for a project no GitProject serves is not Ready, and says what to do; it
+// turns Ready when the GitProject is created, and back when it is deleted.
+func TestDeployKeyForAMissingProject(t *testing.T) {
+	ctx := context.Background()
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	startGitssh(t, ns, t.TempDir())
+	key := createKeySpec(t, ns, "acme-api-ci", gitsshv1alpha1.SSHPublicKeySpec{Project: "acme/api", PublicKey: newUserKey(t, "ci").publicKey})
+	// Another project of the same owner does not count.
+	createProject(t, ns, "acme-web", gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "web"})
+	notFound := func(g Gomega) {
+		ready := readyCondition(g, key)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonProjectNotFound))
+		g.Expect(ready.Message).To(Equal(`no GitProject serves "acme/api", so this deploy key reaches nothing: ` +
+			`create a GitProject with spec.owner "acme" and spec.project "api", or correct spec.project`))
+	}
+	g.Eventually(notFound).WithTimeout(eventually).Should(Succeed())
+
+	project := createProject(t, ns, "acme-api", gitsshv1alpha1.GitProjectSpec{Owner: "acme", Project: "api"})
+	g.Eventually(func(g Gomega) {
+		ready := readyCondition(g, key)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(ready.Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
+	}).WithTimeout(eventually).Should(Succeed())
+
+	g.Expect(env.Client.Delete(ctx, project)).To(Succeed())
+	g.Eventually(notFound).WithTimeout(eventually).Should(Succeed())
+}

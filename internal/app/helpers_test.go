@@ -59,6 +59,15 @@ func startGitssh(t testing.TB, ns, repoRoot string, configure ...func(*app.Optio
 // the options first.
 func startGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...func(*app.Options)) *instance {
 	t.Helper()
+	inst, err := tryStartGitsshOn(t, ns, repoRoot, port, configure...)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	return inst
+}
+
+// tryStartGitsshOn is startGitsshOn, but returns Run's error if gitssh stops before it
+// serves.
+func tryStartGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...func(*app.Options)) (*instance, error) {
+	t.Helper()
 	g := NewWithT(t)
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	g.Expect(err).NotTo(HaveOccurred())
@@ -106,10 +115,13 @@ func startGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...fun
 	// The published known_hosts must name this server; a client pins it with
 	// StrictHostKeyChecking=yes, so every ssh in these tests also checks the host key.
 	inst.knownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	var runErr error
 	g.Eventually(func(g Gomega) {
 		select {
 		case err := <-done:
-			g.Expect(err).NotTo(HaveOccurred(), "gitssh stopped")
+			runErr = fmt.Errorf("gitssh stopped: %w", err)
+			done <- err // for inst.stop
+			return
 		default:
 		}
 		var cm corev1.ConfigMap
@@ -117,7 +129,7 @@ func startGitsshOn(t testing.TB, ns, repoRoot string, port int, configure ...fun
 		g.Expect(cm.Data["known_hosts"]).To(ContainSubstring(fmt.Sprintf("[127.0.0.1]:%d ", port)))
 		g.Expect(os.WriteFile(inst.knownHosts, []byte(cm.Data["known_hosts"]), 0o600)).To(Succeed())
 	}).WithTimeout(60 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
-	return inst
+	return inst, runErr
 }
 
 // testWriter sends gitssh's logs to the test log, shown only when a test fails.

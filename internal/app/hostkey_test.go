@@ -1,18 +1,22 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -139,4 +143,56 @@ func servedHostKey(port int, algorithm string) string {
 		Timeout: 5 * time.Second,
 	})
 	return fingerprint
+}
+
+// The SSH server serves, and /readyz says ready, only once every cache of the pod has
+// synced, the leader-only known-hosts controller's too (the host key Secret and its
+// ConfigMap): while gitssh may not watch ConfigMaps it does not serve; once it may, it does.
+func TestServingWaitsForTheKnownHostsCaches(t *testing.T) {
+	g := NewWithT(t)
+	ctx := t.Context()
+	ns := env.Namespace(t)
+	user := "gitssh-" + ns
+	grant := func(name string, rules ...rbacv1.PolicyRule) {
+		g.Expect(env.Client.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Rules: rules})).To(Succeed())
+		g.Expect(env.Client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}})).To(Succeed())
+	}
+	// Everything gitssh needs in this test but ConfigMaps.
+	grant("gitssh",
+		rbacv1.PolicyRule{APIGroups: []string{gitsshv1alpha1.GroupVersion.Group}, Resources: []string{"*"}, Verbs: []string{"*"}},
+		rbacv1.PolicyRule{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"secrets", "events"}, Verbs: []string{"*"}})
+	restConfig := rest.CopyConfig(env.Config)
+	restConfig.Impersonate.UserName = user
+
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(runCtx, restConfig, app.Options{
+			Namespace: ns, Listener: listener, PublicHost: "127.0.0.1", PublicPort: listener.Addr().(*net.TCPAddr).Port,
+			RepoRoot: t.TempDir(), HostKeySecret: hostKeySecret,
+			MetricsAddr: "0", HealthProbeAddr: "0", SkipControllerNameValidation: true,
+		}, zap.New(zap.WriteTo(testWriter{t})))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	// Serving: the server sends its version line.
+	serving := func() bool {
+		c, err := net.DialTimeout("tcp", listener.Addr().String(), time.Second)
+		if err != nil {
+			return false
+		}
+		defer func() { _ = c.Close() }()
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && strings.HasPrefix(line, "SSH-2.0-")
+	}
+	// Long enough for the host keys, the keys and the projects, which it may read, to load.
+	g.Consistently(serving).WithTimeout(8 * time.Second).WithPolling(500 * time.Millisecond).Should(BeFalse())
+
+	grant("gitssh-configmaps", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"*"}})
+	// The reflector retries its list with a backoff of up to 30 s.
+	g.Eventually(serving).WithTimeout(90 * time.Second).WithPolling(500 * time.Millisecond).Should(BeTrue())
 }

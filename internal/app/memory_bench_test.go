@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 // BenchmarkScaleMemory runs the real gitssh binary (built from this tree, or
@@ -63,9 +63,9 @@ func BenchmarkScaleMemory(b *testing.B) {
 		// event for each object, which client-go keeps for a while); a restart finds them
 		// written: what a replica or a restarted pod holds for as long as it runs.
 		run := func(phase string) {
-			sshPort, metricsPort, pprofPort := freePort(b), freePort(b), 0
+			sshPort, metricsPort, pprofPort := testenv.FreePort(b), testenv.FreePort(b), 0
 			if profileDir != "" {
-				pprofPort = freePort(b)
+				pprofPort = testenv.FreePort(b)
 			}
 			cmd := exec.Command(bin,
 				"--namespace", ns,
@@ -236,15 +236,6 @@ func waitProvisioned(b *testing.B, ns string) {
 		}
 		return true
 	})
-}
-
-func freePort(b *testing.B) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // procStatusMiB reads a "Vm…: N kB" or "Rss…: N kB" line of /proc/PID/status, in MiB.

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/internal/app"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 // scrape reads the metrics endpoint as Prometheus does and returns the gitssh_ssh_
@@ -46,11 +48,13 @@ func scrape(g Gomega, url string) map[string]float64 {
 func TestMetricsEndpoint(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.Namespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	g.Expect(err).NotTo(HaveOccurred())
-	metricsAddr := l.Addr().String()
-	g.Expect(l.Close()).To(Succeed())
-	inst := startGitsshOn(t, ns, t.TempDir(), 0, func(o *app.Options) { o.MetricsAddr = metricsAddr })
+	var inst *instance
+	var metricsAddr string
+	testenv.RetryOnAddrInUse(t, func() (err error) {
+		metricsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		inst, err = tryStartGitsshOn(t, ns, t.TempDir(), 0, func(o *app.Options) { o.MetricsAddr = metricsAddr })
+		return err
+	})
 	url := "http://" + metricsAddr + "/metrics"
 	alice, stranger := newUserKey(t, "alice"), newUserKey(t, "stranger")
 	createKey(t, ns, "alice-laptop", "alice", alice.publicKey)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
@@ -27,8 +28,12 @@ type sshRunnable struct {
 	listener net.Listener
 	grace    time.Duration
 	cache    cache.Cache
-	loaders  []loader
-	log      logr.Logger
+	// informers are started here, on every replica, for controllers that run on the
+	// leader only: the pod is ready once they have synced too, and a new leader starts
+	// with them warm.
+	informers []client.Object
+	loaders   []loader
+	log       logr.Logger
 	// afterShutdown runs once the server has stopped, within the grace period's context.
 	afterShutdown func(context.Context)
 }
@@ -37,6 +42,11 @@ type sshRunnable struct {
 func (r *sshRunnable) NeedLeaderElection() bool { return false }
 
 func (r *sshRunnable) Start(ctx context.Context) error {
+	for _, obj := range r.informers {
+		if _, err := r.cache.GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
+			return fmt.Errorf("starting the cache of %T: %w", obj, err)
+		}
+	}
 	if !r.cache.WaitForCacheSync(ctx) {
 		return errors.New("caches did not sync before shutdown")
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/app"
 )
 
 // A real git clone sets the key's lastUsedTime within a flush interval, kubectl shows it
@@ -86,6 +87,37 @@ func TestKeyOfferedWithoutProofSetsLastFailedTime(t *testing.T) {
 	}).WithTimeout(eventually).Should(Succeed())
 	g.Expect(key.Status.LastUsedTime).To(BeNil())
 	g.Eventually(func() []string { return eventReasons(g, ns, key.Name) }).WithTimeout(eventually).Should(ContainElement("KeyRefused"))
+}
+
+// An expired key offered at login sets lastFailedTime, like any refused key, and as
+// coalesced: a second refused login within the flush interval writes nothing.
+func TestExpiredKeyOfferedSetsLastFailedTime(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	const interval = 10 * time.Second
+	inst := startGitssh(t, ns, t.TempDir(), func(o *app.Options) { o.UsageFlushInterval = interval })
+	createProject(t, ns, "alice-api", gitsshv1alpha1.GitProjectSpec{Owner: "alice", Project: "api"})
+	old := newUserKey(t, "old")
+	key := createExpiringKey(t, ns, "alice-old", "alice", old.publicKey, time.Now().Add(-time.Minute))
+	g.Eventually(func(g Gomega) { g.Expect(readyCondition(g, key).Reason).To(Equal(gitsshv1alpha1.ReasonExpired)) }).
+		WithTimeout(eventually).Should(Succeed())
+
+	for range 2 {
+		out, err := inst.git(old, "", "ls-remote", inst.url("alice", "api"))
+		g.Expect(err).To(HaveOccurred(), "an expired key logged in: %s", out)
+		g.Expect(out).To(ContainSubstring("Permission denied (publickey)"))
+	}
+	g.Eventually(func(g Gomega) {
+		readyCondition(g, key)
+		g.Expect(key.Status.LastFailedTime).NotTo(BeNil())
+	}).WithTimeout(eventually + interval).Should(Succeed())
+	g.Expect(key.Status.LastUsedTime).To(BeNil())
+	g.Expect(inst.log.lines("Refused expired key", `"key": "`+ns+`/alice-old"`)).To(HaveLen(2), "one line per login")
+	failed := key.Status.LastFailedTime.DeepCopy()
+	g.Consistently(func(g Gomega) {
+		readyCondition(g, key)
+		g.Expect(key.Status.LastFailedTime.Equal(failed)).To(BeTrue(), "written again within the interval: %v", key.Status.LastFailedTime)
+	}).WithTimeout(interval + time.Second).WithPolling(time.Second).Should(Succeed())
 }
 
 // publicOnlySigner holds a public key and no private key: it can offer the key (the query

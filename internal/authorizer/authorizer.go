@@ -241,8 +241,25 @@ func (a *Authorizer) UserForKey(fingerprint string) (Identity, bool) {
 	if !ok {
 		return Identity{}, false
 	}
+	return a.identityLocked(ref, fingerprint), true
+}
+
+// ExpiredKey returns, for a registered key that UserForKey refuses because it expired, the
+// identity of its oldest claim (the one whose expiry ended it), so that the refusal can be
+// recorded against that object.
+func (a *Authorizer) ExpiredKey(fingerprint string) (Identity, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	claims := a.claims[fingerprint]
+	if _, ok := a.keyWinnerLocked(fingerprint); ok || len(claims) == 0 {
+		return Identity{}, false
+	}
+	return a.identityLocked(claims[0], fingerprint), true
+}
+
+func (a *Authorizer) identityLocked(ref ObjectRef, fingerprint string) Identity {
 	k := a.keys[ref]
-	return Identity{User: k.User, Deploy: k.Deploy, Key: ref, Fingerprint: fingerprint}, true
+	return Identity{User: k.User, Deploy: k.Deploy, Key: ref, Fingerprint: fingerprint}
 }
 
 func (a *Authorizer) keyWinnerLocked(fingerprint string) (ObjectRef, bool) {

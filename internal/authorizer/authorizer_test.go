@@ -293,11 +293,16 @@ func TestKeyExpiry(t *testing.T) {
 			}
 			id, ok := a.UserForKey("SHA256:x")
 			winner, winnerOK := ClaimWinner(claims, tt.now)
+			expired, expiredOK := a.ExpiredKey("SHA256:x")
 			if tt.want == "" {
 				g.Expect(ok).To(BeFalse(), "logged in as %v", id)
 				g.Expect(winnerOK).To(BeFalse())
+				// The refusal is recorded against the oldest claim, whose expiry ended the key.
+				g.Expect(expiredOK).To(BeTrue())
+				g.Expect(expired).To(Equal(Identity{User: tt.claims[0].ref, Key: ref(tt.claims[0].ref), Fingerprint: "SHA256:x"}))
 				return
 			}
+			g.Expect(expiredOK).To(BeFalse(), "a key that logs in is reported expired: %v", expired)
 			g.Expect(ok).To(BeTrue())
 			g.Expect(id.Key).To(Equal(ref(tt.want)))
 			g.Expect(winnerOK).To(BeTrue())
@@ -326,6 +331,8 @@ func TestKeyExpiresWithTheClock(t *testing.T) {
 	g.Expect(ok).To(BeFalse(), "expired key logs in, or the younger one without expiry took it")
 	_, ok = a.KeyOwner("SHA256:x")
 	g.Expect(ok).To(BeFalse())
+	_, ok = a.ExpiredKey("SHA256:unknown")
+	g.Expect(ok).To(BeFalse(), "a key nobody registered is not an expired one")
 
 	a.RemoveKey(ref("old"))
 	g.Expect(keyOf()).To(Equal(ref("new")))

@@ -90,7 +90,8 @@ func (r *Recorder) LoginSucceeded(id authorizer.Identity) {
 	r.record(keyObject(id), keyLastUsed)
 }
 
-// KeyRefused records a registered key offered but not proven, or refused a repository.
+// KeyRefused records a registered key offered but not proven, offered after it expired,
+// or refused a repository.
 func (r *Recorder) KeyRefused(id authorizer.Identity) { r.record(keyObject(id), keyLastFailed) }
 
 // Pushed records a successful git-receive-pack.
@@ -290,7 +291,7 @@ func (r *Recorder) announce(o client.Object, changed []field) {
 		if f == keyLastFailed && r.Events != nil {
 			key := o.(*gitsshv1alpha1.SSHPublicKey)
 			r.Events.Eventf(key, nil, corev1.EventTypeWarning, "KeyRefused", "Authenticate",
-				"Key %s of user %q was offered without proof of the private key, or refused a repository; if its owner did not try to log in, someone else holds the public key",
+				"Key %s of user %q was offered without proof of the private key, offered after it expired, or refused a repository; if its owner did not try to log in, someone else holds the public key",
 				key.Status.Fingerprint, key.Spec.User)
 		}
 	}

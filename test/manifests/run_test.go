@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
+	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
 // TestChartRunsGitssh runs the real gitssh binary the way the chart's Deployment does: with
@@ -80,25 +81,35 @@ func TestChartRunsGitssh(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), string(built))
 
 	// The chart's args, then the few that differ outside a pod (the last value wins).
-	sshPort, healthPort := freePort(t), freePort(t)
 	deploy := m.one(t, "Deployment", "gitssh")
-	var args []string
+	var chartArgs []string
 	// The kubelet expands $(VAR) in args; these are what the Downward API gives a container
 	// with limits of 2 CPUs and 1Gi.
 	downward := strings.NewReplacer("$(GITSSH_CPU_LIMIT_MILLICORES)", "2000", "$(GITSSH_MEMORY_LIMIT)", "1073741824")
 	for _, a := range container(t, deploy)["args"].([]any) {
-		args = append(args, downward.Replace(a.(string)))
+		chartArgs = append(chartArgs, downward.Replace(a.(string)))
 	}
-	args = append(args,
-		fmt.Sprintf("--ssh-addr=127.0.0.1:%d", sshPort),
-		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
-		"--metrics-bind-address=0",
-		"--repo-root="+t.TempDir(),
-		"--ssh-public-host=127.0.0.1", fmt.Sprintf("--ssh-public-port=%d", sshPort),
-		"--kubeconfig="+saKubeconfig,
-	)
-	first := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
-	first.waitReady(t, healthPort)
+	repoRoot := t.TempDir()
+	var sshPort int
+	start := func() *gitsshProcess {
+		var p *gitsshProcess
+		testenv.RetryOnAddrInUse(t, func() error {
+			var healthPort int
+			sshPort, healthPort = testenv.FreePort(t), testenv.FreePort(t)
+			args := append(slices.Clone(chartArgs),
+				fmt.Sprintf("--ssh-addr=127.0.0.1:%d", sshPort),
+				fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
+				"--metrics-bind-address=0",
+				"--repo-root="+repoRoot,
+				"--ssh-public-host=127.0.0.1", fmt.Sprintf("--ssh-public-port=%d", sshPort),
+				"--kubeconfig="+saKubeconfig,
+			)
+			p = startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
+			return p.waitReady(t, healthPort)
+		})
+		return p
+	}
+	first := start()
 	hostKeys := &corev1.Secret{}
 	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gitssh-host-keys"}, hostKeys)).To(Succeed())
 	g.Expect(hostKeys.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "gitssh"), "created by gitssh")
@@ -218,8 +229,7 @@ func TestChartRunsGitssh(t *testing.T) {
 	// A leader that stops releases its Lease (an update by name), so another takes over at once.
 	g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
 	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(BeEmpty(), "the stopped leader must release its Lease")
-	second := startGitssh(t, binary, args, "POD_NAMESPACE="+ns, "KUBECONFIG="+saKubeconfig)
-	second.waitReady(t, healthPort)
+	second := start()
 	// Taking over the Lease the first start left is an update by name: the Role allows it.
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, key("gitssh-leader"), lease)).To(Succeed())
@@ -267,14 +277,16 @@ func startGitssh(t *testing.T, binary string, args []string, env ...string) *git
 }
 
 // waitReady waits until /readyz answers OK: the host keys are loaded, the caches synced
-// and the SSH server serves. It fails at once if gitssh exits.
-func (p *gitsshProcess) waitReady(t *testing.T, healthPort int) {
+// and the SSH server serves. If gitssh exits first, it returns why, with its logs.
+func (p *gitsshProcess) waitReady(t *testing.T, healthPort int) error {
 	t.Helper()
+	var exited error
 	NewWithT(t).Eventually(func(g Gomega) {
 		select {
 		case err := <-p.exited:
 			p.exited <- err
-			StopTrying(fmt.Sprintf("gitssh exited (%v) with the chart's args:\n%s", err, p.logs.String())).Now()
+			exited = fmt.Errorf("gitssh exited (%v) with the chart's args:\n%s", err, p.logs.String())
+			return
 		default:
 		}
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
@@ -282,6 +294,7 @@ func (p *gitsshProcess) waitReady(t *testing.T, healthPort int) {
 		_ = resp.Body.Close()
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	}).WithTimeout(90 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	return exited
 }
 
 // stop interrupts gitssh, waits for it to exit and returns its logs.
@@ -292,14 +305,4 @@ func (p *gitsshProcess) stop() string {
 		p.exited <- err
 	})
 	return p.logs.String()
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
