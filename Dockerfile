@@ -13,7 +13,8 @@ RUN apt-get update \
  && useradd -u 65532 -g gitssh -M -d /tmp -s /usr/sbin/nologin gitssh \
  && mkdir -p /var/lib/gitssh/repositories \
  && chown 65532:65532 /var/lib/gitssh/repositories
-COPY bin/gitssh /usr/local/bin/gitssh
+# gitssh-pack-hook: git's pack-objects hook for the pack cache, found beside gitssh.
+COPY bin/gitssh bin/gitssh-pack-hook /usr/local/bin/
 USER 65532:65532
 ENV HOME=/tmp
 WORKDIR /var/lib/gitssh

@@ -111,8 +111,9 @@ helm-lint: $(HELM) ## Lint the Helm chart.
 	$(HELM) lint --strict charts/gitssh
 
 .PHONY: build
-build: ## Build the gitssh binary into bin/.
+build: ## Build the gitssh binary, and the pack cache's hook that goes beside it, into bin/.
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gitssh .
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gitssh-pack-hook ./cmd/gitssh-pack-hook
 
 ##@ Tools
 

@@ -26,14 +26,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/gitssh-dev/gitssh/internal/app"
-	"github.com/gitssh-dev/gitssh/internal/packcache"
+	"github.com/gitssh-dev/gitssh/internal/packhook"
 )
 
 func main() {
-	// git upload-pack runs this binary as its pack-objects hook: hand the
-	// request to the gitssh process that serves the pack cache.
-	if packcache.IsHook() {
-		os.Exit(packcache.RunHook())
+	// git upload-pack runs this binary as its pack-objects hook when
+	// gitssh-pack-hook is not installed beside it: hand the request to the
+	// gitssh process that serves the pack cache.
+	if packhook.Is() {
+		os.Exit(packhook.Run())
 	}
 	var opts app.Options
 	opts.BindFlags(flag.CommandLine)

@@ -4,15 +4,15 @@ import (
 	"os"
 	"testing"
 
-	"github.com/gitssh-dev/gitssh/internal/packcache"
+	"github.com/gitssh-dev/gitssh/internal/packhook"
 )
 
-// TestMain lets the test binary be git's pack-objects hook, as the gitssh
-// binary is in production (packcache.Config.HookBinary defaults to the
-// running executable).
+// TestMain lets the test binary be git's pack-objects hook, as gitssh's
+// binary is when no gitssh-pack-hook is installed beside it
+// (packcache.Config.HookBinary's default).
 func TestMain(m *testing.M) {
-	if packcache.IsHook() {
-		os.Exit(packcache.RunHook())
+	if packhook.Is() {
+		os.Exit(packhook.Run())
 	}
 	os.Exit(m.Run())
 }

@@ -1,6 +1,7 @@
 package sshserver
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -26,7 +27,11 @@ type cacheEnv struct {
 	runs     string // one line per pack-objects run
 	failNext string // while this file exists, pack-objects writes half a pack and fails
 	hold     string // while this file exists, pack-objects waits before it starts
+	pause    string // while this file exists, pack-objects stops after pauseAt bytes
 }
+
+// pauseAt is where pack-objects pauses, as long as the pause file exists.
+const pauseAt = 512 << 10
 
 func newCacheEnv(t *testing.T, cfg Config) *cacheEnv {
 	t.Helper()
@@ -36,7 +41,8 @@ func newCacheEnv(t *testing.T, cfg Config) *cacheEnv {
 	}
 	dir := t.TempDir()
 	ce := &cacheEnv{reg: prometheus.NewRegistry(), cacheDir: filepath.Join(dir, "cache"),
-		runs: filepath.Join(dir, "runs"), failNext: filepath.Join(dir, "fail-next"), hold: filepath.Join(dir, "hold")}
+		runs: filepath.Join(dir, "runs"), failNext: filepath.Join(dir, "fail-next"), hold: filepath.Join(dir, "hold"),
+		pause: filepath.Join(dir, "pause")}
 	wrapper := filepath.Join(dir, "git")
 	script := fmt.Sprintf(`#!/bin/sh
 case " $* " in
@@ -47,10 +53,16 @@ case " $* " in
 		cat >/dev/null
 		printf 'PACK\0\0\0\2\0\0\0\7half a pack'
 		exit 1
+	fi
+	if [ -e %[5]s ]; then
+		%[3]s "$@" >%[5]s.pack || exit
+		head -c %[6]d %[5]s.pack
+		while [ -e %[5]s ]; do sleep 0.05; done
+		exec tail -c +%[7]d %[5]s.pack
 	fi ;;
 esac
 exec %[3]s "$@"
-`, ce.runs, ce.failNext, real, ce.hold)
+`, ce.runs, ce.failNext, real, ce.hold, ce.pause, pauseAt, pauseAt+1)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -454,4 +466,73 @@ func TestPackCacheArchiveWaitsForATurn(t *testing.T) {
 		ContainSubstring("gitssh: waiting for a turn: 1 clones and fetches of this server are running"),
 		Not(ContainSubstring("archive failed")),
 	))
+}
+
+// A pack is sent on while pack-objects still writes it, to the client that
+// started it and to one that asked meanwhile, and each gets the very bytes
+// pack-objects wrote: the cache sends from a file that grows (with splice(2)).
+func TestPackCacheStreamsAGrowingPack(t *testing.T) {
+	ce := newCacheEnv(t, Config{})
+	addBranch(ce.env, "big", 2<<20)
+	g := NewWithT(t)
+	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
+	g.Expect(os.WriteFile(ce.pause, nil, 0o600)).To(Succeed())
+	clones := []string{filepath.Join(ce.dir, "first"), filepath.Join(ce.dir, "second")}
+	var wg sync.WaitGroup
+	for _, c := range clones {
+		wg.Go(func() { ce.clone(NewWithT(t), c, "--single-branch", "--branch=big") })
+	}
+	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total") }, "60s").Should(Equal(2.0))
+	g.Expect(os.Remove(ce.hold)).To(Succeed())
+
+	// Both clients receive the first part while pack-objects holds the rest.
+	received := func(clone string) int64 {
+		tmp, _ := filepath.Glob(filepath.Join(clone, "objects", "pack", "tmp_pack_*"))
+		var n int64
+		for _, f := range tmp {
+			if fi, err := os.Stat(f); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
+	for _, c := range clones {
+		g.Eventually(func() int64 { return received(c) }, "60s").Should(BeNumerically(">=", pauseAt/2), c)
+	}
+	g.Expect(ce.cachedPacks()).To(BeEmpty(), "pack-objects has not finished")
+	g.Expect(os.Remove(ce.pause)).To(Succeed())
+	wg.Wait()
+
+	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(1.0))
+	cached := ce.cachedPacks()
+	g.Expect(cached).To(HaveLen(1))
+	want, err := os.ReadFile(cached[0])
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(len(want)).To(BeNumerically(">", 2*pauseAt))
+	for _, c := range clones {
+		got, _ := filepath.Glob(filepath.Join(c, "objects", "pack", "pack-*.pack"))
+		g.Expect(got).To(HaveLen(1), c)
+		b, err := os.ReadFile(got[0])
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(bytes.Equal(b, want)).To(BeTrue(), "%s received %d bytes, not the %d pack-objects wrote", c, len(b), len(want))
+	}
+}
+
+// gitssh-pack-hook, the hook the image installs beside gitssh, serves clones
+// from the cache as the test binary standing in for gitssh does.
+func TestPackCacheWithTheHookBinary(t *testing.T) {
+	hook := filepath.Join(t.TempDir(), packcache.HookName)
+	build := exec.Command("go", "build", "-o", hook, "../cmd/gitssh-pack-hook")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ce := newCacheEnv(t, Config{PackCache: packcache.Config{HookBinary: hook}})
+	fillHistory(ce.env, "api")
+	g := NewWithT(t)
+	for _, c := range []string{"one", "two"} {
+		ce.clone(g, filepath.Join(ce.dir, c))
+	}
+	g.Expect(ce.packObjectsRuns()).To(Equal(1))
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(1.0))
 }

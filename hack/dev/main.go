@@ -64,7 +64,7 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/controllers"
 	"github.com/gitssh-dev/gitssh/internal/app"
-	"github.com/gitssh-dev/gitssh/internal/packcache"
+	"github.com/gitssh-dev/gitssh/internal/packhook"
 	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
@@ -84,8 +84,8 @@ const (
 func main() {
 	// With --pack-cache-dir in DEV_ARGS, git runs this binary as its
 	// pack-objects hook, as it runs gitssh's.
-	if packcache.IsHook() {
-		os.Exit(packcache.RunHook())
+	if packhook.Is() {
+		os.Exit(packhook.Run())
 	}
 	opts, zapOpts, err := gitsshOptions(os.Getenv("DEV_ARGS"))
 	if err != nil {

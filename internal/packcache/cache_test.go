@@ -1,7 +1,10 @@
 package packcache
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,5 +53,73 @@ func TestNewRefusesAHookGitWouldHandToAShell(t *testing.T) {
 	for _, hook := range []string{"relative/gitssh", "/opt/git ssh", "/bin/gitssh;rm"} {
 		_, err := New(Config{Dir: t.TempDir(), HookBinary: hook, Command: cmd})
 		g.Expect(err).To(MatchError(ContainSubstring("absolute path without spaces or shell characters")), hook)
+	}
+}
+
+func TestHookBeside(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "gitssh")
+	g.Expect(hookBeside(exe)).To(Equal(exe), "no hook installed")
+	hook := filepath.Join(dir, HookName)
+	g.Expect(os.WriteFile(hook, nil, 0o644)).To(Succeed())
+	g.Expect(hookBeside(exe)).To(Equal(exe), "not executable")
+	g.Expect(os.Chmod(hook, 0o755)).To(Succeed())
+	g.Expect(hookBeside(exe)).To(Equal(hook))
+}
+
+// streamTo follows a growing pack into a pipe (spliced) and into anything
+// else (read and written), and ends with the writer.
+func TestStreamToFollowsTheWriter(t *testing.T) {
+	for _, dest := range []string{"pipe", "file"} {
+		t.Run(dest, func(t *testing.T) {
+			g := NewWithT(t)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "tmp-1.pack")
+			w, err := os.Create(path)
+			g.Expect(err).NotTo(HaveOccurred())
+			e := &entry{path: path, changed: make(chan struct{})}
+			f, err := os.Open(path)
+			g.Expect(err).NotTo(HaveOccurred())
+			defer f.Close()
+
+			var out *os.File
+			var got func() []byte
+			if dest == "pipe" {
+				r, pw, err := os.Pipe()
+				g.Expect(err).NotTo(HaveOccurred())
+				defer r.Close()
+				read := make(chan []byte)
+				go func() { b, _ := io.ReadAll(r); read <- b }()
+				out, got = pw, func() []byte { pw.Close(); return <-read }
+			} else {
+				out, err = os.Create(filepath.Join(dir, "out"))
+				g.Expect(err).NotTo(HaveOccurred())
+				got = func() []byte { b, _ := os.ReadFile(out.Name()); out.Close(); return b }
+			}
+
+			want := make([]byte, 3<<20+17)
+			rand.Read(want)
+			type result struct {
+				n   int64
+				err error
+			}
+			sent := make(chan result, 1)
+			go func() {
+				n, err := e.streamTo(context.Background(), f, out)
+				sent <- result{n, err}
+			}()
+			ew := &entryWriter{e: e, f: w}
+			for rest := want; len(rest) > 0; {
+				n := min(len(rest), 100_000)
+				_, err := ew.Write(rest[:n])
+				g.Expect(err).NotTo(HaveOccurred())
+				rest = rest[n:]
+			}
+			g.Expect(w.Close()).To(Succeed())
+			e.finish(nil)
+			g.Expect(<-sent).To(Equal(result{int64(len(want)), nil}))
+			g.Expect(bytes.Equal(got(), want)).To(BeTrue())
+		})
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
 	"github.com/gitssh-dev/gitssh/internal/hostkeys"
 	"github.com/gitssh-dev/gitssh/internal/packcache"
+	"github.com/gitssh-dev/gitssh/internal/packhook"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
@@ -33,8 +34,8 @@ const benchUser = "bench"
 func main() {
 	// git upload-pack runs this binary as its pack-objects hook when the
 	// pack cache is on, as it runs gitssh's.
-	if packcache.IsHook() {
-		os.Exit(packcache.RunHook())
+	if packhook.Is() {
+		os.Exit(packhook.Run())
 	}
 	listen := flag.String("listen", "127.0.0.1:2222", "address to listen on")
 	repoRoot := flag.String("repo-root", "", "directory holding OWNER/PROJECT.git bare repositories")
