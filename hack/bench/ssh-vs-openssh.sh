@@ -192,6 +192,9 @@ else
 	log "building hack/bench/gitssh-server"
 	go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
 fi
+# The pack cache's hook, beside the server as in the image (a gitssh-server that
+# predates it runs itself as the hook).
+go build -o "$WORK/gitssh-pack-hook" ./cmd/gitssh-pack-hook
 
 read -ra GITSSH_FLAGS <<<"${BENCH_GITSSH_FLAGS:-}"
 PROFILE_FLAGS=() # the gitssh server only: two processes writing one profile spoil it
@@ -217,7 +220,9 @@ start_sshd_at() { # NAME KEYS PORT
 		PermitRootLogin prohibit-password
 		AcceptEnv GIT_PROTOCOL
 		# gitssh checks every pushed object; so does git under sshd here.
-		SetEnv GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
+		# SHLVL=1: bash, which sshd runs the command with, then skips ~/.bashrc
+		# (a git user's shell has none to run; root's here may start pyenv).
+		SetEnv SHLVL=1 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
 		MaxStartups 64
 		UseDNS no
 		PrintMotd no
@@ -243,7 +248,9 @@ start_sshd_at sshd "$OUT/keys/client.pub" "$SSHD_PORT"
 SSHD10K_PORT=$(free_port)
 start_sshd_at sshd-10k "$OUT/keys/authorized_keys_10001" "$SSHD10K_PORT"
 GITSSH_PORT=$(free_port)
-start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" "${GITSSH_FLAGS[@]}" "${PROFILE_FLAGS[@]}"
+# A fan-out of 30 clones waits for gitssh's upload bounds (2 per repository without
+# the pack cache): on a busy machine, longer than the default 2m queue timeout.
+start_gitssh_at gitssh "$OUT/keys/client.pub" "$GITSSH_PORT" -upload-queue-timeout 30m "${GITSSH_FLAGS[@]}" "${PROFILE_FLAGS[@]}"
 GITSSH_ALL_PORT=$(free_port)
 start_gitssh_at gitssh-all "$OUT/keys/client.pub" "$GITSSH_ALL_PORT" -ciphers "$ALL_CIPHERS"
 GITSSH10K_PORT=$(free_port)

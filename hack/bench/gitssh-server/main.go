@@ -46,6 +46,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM/SIGINT")
 	verbose := flag.Bool("v", false, "log to stderr")
 	packCacheDir := flag.String("pack-cache-dir", "", "sshserver.Config.PackCache.Dir; empty: no pack cache")
+	queueTimeout := flag.Duration("upload-queue-timeout", 0, "sshserver.Config.UploadQueueTimeout; 0 takes the default")
 	flag.Parse()
 	if *repoRoot == "" || *hostKey == "" || *authorizedKeys == "" {
 		log.Fatal("-repo-root, -host-key and -authorized-keys are required")
@@ -68,7 +69,7 @@ func main() {
 	if *verbose {
 		logger = funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{Verbosity: 1})
 	}
-	cfg := sshserver.Config{CopyBufferSize: *copyBuf, PackCache: packcache.Config{Dir: *packCacheDir}}
+	cfg := sshserver.Config{CopyBufferSize: *copyBuf, PackCache: packcache.Config{Dir: *packCacheDir}, UploadQueueTimeout: *queueTimeout}
 	if *ciphers != "" {
 		cfg.Ciphers = strings.Split(*ciphers, ",")
 	}
