@@ -74,6 +74,7 @@ cat >"$WORK/sshd.conf" <<-CONF
 	StrictModes no
 	PermitRootLogin prohibit-password
 	AcceptEnv GIT_PROTOCOL
+	SetEnv SHLVL=1
 	UseDNS no
 	LogLevel ERROR
 CONF
