@@ -11,53 +11,36 @@
 #   FANOUT=10  BENCH_OUT=hack/bench/out  BENCH_GITSSH_BIN=FILE (a prebuilt gitssh-server)
 set -euo pipefail
 
-REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$REPO_ROOT_DIR"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=$(cd "${BENCH_OUT:-hack/bench/out}" && pwd)
 REPOS=$OUT/repos
 N=${FANOUT:-10}
-log() { echo "bench: $*" >&2; }
-[[ -f $REPOS/bench/fanout.git/.bench-complete ]] || { log "run BENCH_CASES=fanout hack/bench/ssh-vs-openssh.sh once first"; exit 1; }
-command -v perf >/dev/null || { log "perf is needed"; exit 1; }
+[[ -f $REPOS/bench/fanout.git/.bench-complete ]] || die "run BENCH_CASES=fanout hack/bench/ssh-vs-openssh.sh once first"
+need_tools perf
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gitssh-perf.XXXXXX")
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-if [[ -n ${BENCH_GITSSH_BIN:-} ]]; then cp "$BENCH_GITSSH_BIN" "$WORK/gitssh-server"; else go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server; fi
+work_dir gitssh-perf INT
+gitssh_server_bin
 go build -o "$WORK/gitssh-pack-hook" ./cmd/gitssh-pack-hook
 
-port=$((20000 + RANDOM % 20000))
-# As ssh-vs-openssh.sh's sshd (SHLVL=1: bash skips ~/.bashrc).
-printf '%s\n' "ListenAddress 127.0.0.1" "Port $port" "HostKey $OUT/keys/host" "PidFile none" \
-	"AuthorizedKeysFile $OUT/keys/client.pub" "PasswordAuthentication no" "UsePAM no" "StrictModes no" \
-	"PermitRootLogin prohibit-password" "AcceptEnv GIT_PROTOCOL" "SetEnv SHLVL=1" "MaxStartups 64" "LogLevel ERROR" >"$WORK/sshd.conf"
-mkdir -p /run/sshd
+SSHD_PORT=$(free_port)
+sshd_config sshd "$SSHD_PORT" "$OUT/keys/host" "$OUT/keys/client.pub"
 mkfifo "$WORK/ctl-openssh" "$WORK/ctl-gitssh"
-record() { # NAME COMMAND...: sampling starts disabled, switched by the NAME fifo
-	local name=$1
-	shift
-	perf record -q -F 997 -g -D -1 --control "fifo:$WORK/ctl-$name" -o "$WORK/$name.data" -- "$@" 2>"$WORK/$name.log" &
-	PIDS+=($!)
+record() { # NAME PORT COMMAND...: sampling starts disabled, switched by the NAME fifo
+	local name=$1 port=$2
+	shift 2
+	start_server "$name" "$port" perf record -q -F 997 -g -D -1 --control "fifo:$WORK/ctl-$name" -o "$WORK/$name.data" -- "$@"
 }
-record openssh /usr/sbin/sshd -D -e -f "$WORK/sshd.conf"
-record gitssh "$WORK/gitssh-server" -listen "127.0.0.1:$((port + 1))" -repo-root "$REPOS" -host-key "$OUT/keys/host" \
+record openssh "$SSHD_PORT" /usr/sbin/sshd -D -e -f "$WORK/sshd.conf"
+GITSSH_PORT=$(free_port)
+record gitssh "$GITSSH_PORT" "$WORK/gitssh-server" -listen "127.0.0.1:$GITSSH_PORT" -repo-root "$REPOS" -host-key "$OUT/keys/host" \
 	-authorized-keys "$OUT/keys/client.pub" -pack-cache-dir "$WORK/pack-cache"
 exec 7>"$WORK/ctl-openssh" 8>"$WORK/ctl-gitssh"
 
-export GIT_SSH_COMMAND="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
- -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
-export GIT_SSH_VARIANT=ssh GIT_CONFIG_NOSYSTEM=1 HOME=$WORK
+git_client "$OUT/keys/client" "$WORK"
 g="git --git-dir=$REPOS/bench/fanout.git"
 $g update-ref refs/heads/main "$($g -c user.name=bench -c user.email=bench@localhost commit-tree -p main -m "perf $(date +%s)" 'main^{tree}')"
-declare -A URL=([openssh]="ssh://root@127.0.0.1:$port$REPOS/bench/fanout.git" [gitssh]="ssh://git@127.0.0.1:$((port + 1))/bench/fanout.git")
+declare -A URL=([openssh]="ssh://root@127.0.0.1:$SSHD_PORT$REPOS/bench/fanout.git" [gitssh]="ssh://git@127.0.0.1:$GITSSH_PORT/bench/fanout.git")
 declare -A FD=([openssh]=7 [gitssh]=8)
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null && break; sleep 0.1; done
 for s in openssh gitssh; do
 	git clone -q --bare "${URL[$s]}" "$WORK/warm.git"
 	rm -rf "$WORK/warm.git"
@@ -72,8 +55,7 @@ for s in openssh gitssh; do
 	rm -rf "$WORK/$s"-*.git
 done
 exec 7>&- 8>&-
-for p in "${PIDS[@]}"; do kill -INT "$p"; wait "$p" || true; done
-PIDS=()
+stop_servers # perf writes its data
 
 echo "CPU per clone (ms; perf samples at 997 Hz) of $N simultaneous clones, all cache hits; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # The gitssh server is the process with the most samples; other gitssh-* are hooks.

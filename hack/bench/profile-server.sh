@@ -18,34 +18,25 @@
 #   BENCH_OUT=hack/bench/out
 set -euo pipefail
 
-REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$REPO_ROOT_DIR"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OP=${1:-clone}
 N=${2:-3}
 OUT=$(cd "${BENCH_OUT:-hack/bench/out}" && pwd)
 [[ -f $OUT/repos/bench/big.git/.bench-complete && -f $OUT/keys/client ]] ||
-	{ echo "run hack/bench/ssh-vs-openssh.sh once first: it generates $OUT" >&2; exit 1; }
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gitssh-profile.XXXXXX")
-BIN=${BENCH_GITSSH_BIN:-}
-if [[ -z $BIN ]]; then
-	BIN=$WORK/gitssh-server
-	go build -o "$BIN" ./hack/bench/gitssh-server
-fi
-PORT=$((20000 + RANDOM % 20000))
+	die "run hack/bench/ssh-vs-openssh.sh once first: it generates $OUT"
+work_dir gitssh-profile
+gitssh_server_bin
+BIN=$WORK/gitssh-server
 TARGET=$OUT/repos/bench/push-profile.git
+trap 'cleanup; rm -rf "$TARGET"' EXIT
 rm -rf "$TARGET" && git init -q --bare "$TARGET" # before the server starts: it serves what it finds
 read -ra FLAGS <<<"${BENCH_GITSSH_FLAGS:-}"
-"$BIN" -listen "127.0.0.1:$PORT" -repo-root "$OUT/repos" -host-key "$OUT/keys/host" \
-	-authorized-keys "$OUT/keys/client.pub" "${FLAGS[@]}" 2>"$WORK/server.log" &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK" "$TARGET"; }
-trap cleanup EXIT
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+PORT=$(free_port)
+start_server server "$PORT" "$BIN" -listen "127.0.0.1:$PORT" -repo-root "$OUT/repos" -host-key "$OUT/keys/host" \
+	-authorized-keys "$OUT/keys/client.pub" "${FLAGS[@]}"
+PID=${SERVER_PID[server]}
 
-export GIT_SSH_COMMAND="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o ControlMaster=no \
- -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
- -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
-export GIT_SSH_VARIANT=ssh GIT_CONFIG_NOSYSTEM=1 HOME=$WORK
+git_client "$OUT/keys/client" "$WORK"
 op() {
 	case $OP in
 	clone) git clone -q --bare "ssh://git@127.0.0.1:$PORT/bench/big.git" "$WORK/x.git" && rm -rf "$WORK/x.git" ;;
@@ -53,12 +44,12 @@ op() {
 		rm -rf "$TARGET" && git init -q --bare "$TARGET"
 		git -C "$OUT/src/big.git" push -q "ssh://git@127.0.0.1:$PORT/bench/push-profile.git" 'refs/heads/*:refs/heads/*'
 		;;
-	*) echo "unknown operation $OP: clone or push" >&2; exit 1 ;;
+	*) die "unknown operation $OP: clone or push" ;;
 	esac
 }
 op # warm-up: page cache, the server's threads
-cpu() { awk '{ sub(/^.*\) /, ""); print $12, $13, $14 + $15 }' "/proc/$PID/stat"; }
-read -r u0 s0 k0 < <(cpu)
+ticks() { awk '{ sub(/^.*\) /, ""); print $12, $13, $14 + $15 }' "/proc/$PID/stat"; } # clock ticks: user, system, children
+read -r u0 s0 k0 < <(ticks)
 case ${PROFILE:-} in
 perf)
 	perf record -q -F 2000 -e cpu-clock -g -p "$PID" -o "$WORK/perf.data" 2>/dev/null &
@@ -73,7 +64,7 @@ esac
 [[ -n ${SP:-} ]] && sleep 0.5 # perf attaches
 for _ in $(seq "$N"); do op; done
 [[ -n ${SP:-} ]] && { kill -INT "$SP"; wait "$SP" || true; }
-read -r u1 s1 k1 < <(cpu)
+read -r u1 s1 k1 < <(ticks)
 awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v k=$((k1 - k0)) -v n="$N" -v hz="$(getconf CLK_TCK)" -v op="$OP" 'BEGIN {
 	printf "per %s: gitssh-server user %.3f s + system %.3f s = %.3f s; git %.3f s\n", op, u / hz / n, s / hz / n, (u + s) / hz / n, k / hz / n }'
 case ${PROFILE:-} in

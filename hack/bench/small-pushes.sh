@@ -9,90 +9,34 @@
 #   PUSHES=300  small pushes, each one commit touching 3 of 2,000 files
 set -euo pipefail
 
-REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$REPO_ROOT_DIR"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS=${RUNS:-7}
 PUSHES=${PUSHES:-300}
 
-log() { echo "bench: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-[[ -x /usr/sbin/sshd ]] || die "needs OpenSSH's sshd (apt-get install openssh-server; the service need not run)"
-for t in git ssh ssh-keygen go perl; do command -v $t >/dev/null || die "$t is needed"; done
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gitssh-pushes.XXXXXX")
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	local p
-	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-	done
-	die "no free port found"
-}
-wait_port() { # PORT PID
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-		kill -0 "$2" 2>/dev/null || die "server on port $1 exited; see $WORK/*.log"
-		sleep 0.1
-	done
-	die "server on port $1 did not start"
-}
+need_sshd
+need_tools git ssh ssh-keygen go perl
+work_dir gitssh-pushes
 
 log "building hack/bench/gitssh-server and hack/bench/housekeep"
 go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
 go build -o "$WORK/housekeep" ./hack/bench/housekeep
 
-mkdir -p "$WORK/keys" "$WORK/home"
-ssh-keygen -q -t ed25519 -N '' -C bench-client -f "$WORK/keys/client"
-ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$WORK/keys/host"
-export GIT_CONFIG_NOSYSTEM=1 HOME=$WORK/home
+bench_keys "$WORK/keys"
+git_client "$WORK/keys/client" "$WORK/home"
 
 # Two empty repositories made the same way: git's defaults for sshd, gitssh's fixed
 # configuration (sshserver/gitconfig.go) for gitssh.
 for s in openssh gitssh; do git init -q --bare -b main "$WORK/$s/bench/pushes.git"; done
 
 SSHD_PORT=$(free_port)
-cat >"$WORK/sshd.conf" <<-CONF
-	ListenAddress 127.0.0.1
-	Port $SSHD_PORT
-	HostKey $WORK/keys/host
-	PidFile none
-	AuthorizedKeysFile $WORK/keys/client.pub
-	PasswordAuthentication no
-	KbdInteractiveAuthentication no
-	UsePAM no
-	StrictModes no
-	PermitRootLogin prohibit-password
-	AcceptEnv GIT_PROTOCOL
-	SetEnv SHLVL=1
-	UseDNS no
-	LogLevel ERROR
-CONF
-mkdir -p /run/sshd
-/usr/sbin/sshd -D -e -f "$WORK/sshd.conf" 2>"$WORK/sshd.log" &
-PIDS+=($!)
-SSHD_PID=$!
-wait_port "$SSHD_PORT" "$SSHD_PID"
+sshd_config sshd "$SSHD_PORT" "$WORK/keys/host" "$WORK/keys/client.pub"
+start_server sshd "$SSHD_PORT" /usr/sbin/sshd -D -e -f "$WORK/sshd.conf"
+SSHD_PID=${SERVER_PID[sshd]}
 GITSSH_PORT=$(free_port)
-"$WORK/gitssh-server" -listen "127.0.0.1:$GITSSH_PORT" -repo-root "$WORK/gitssh" -host-key "$WORK/keys/host" \
-	-authorized-keys "$WORK/keys/client.pub" 2>"$WORK/gitssh.log" &
-PIDS+=($!)
-GITSSH_PID=$!
-wait_port "$GITSSH_PORT" "$GITSSH_PID"
+start_server gitssh "$GITSSH_PORT" "$WORK/gitssh-server" -listen "127.0.0.1:$GITSSH_PORT" -repo-root "$WORK/gitssh" \
+	-host-key "$WORK/keys/host" -authorized-keys "$WORK/keys/client.pub"
+GITSSH_PID=${SERVER_PID[gitssh]}
 
-export GIT_SSH_COMMAND="ssh -F /dev/null -i $WORK/keys/client -o IdentitiesOnly=yes -o BatchMode=yes \
- -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
- -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
 url() {
 	case $1 in
 	openssh) echo "ssh://root@127.0.0.1:$SSHD_PORT$WORK/openssh/bench/pushes.git" ;;
@@ -113,10 +57,6 @@ perl -e '
 		for my $f (@files) { my $b = body($f, $c); printf "M 100644 inline dir%02d/file%04d.txt\ndata %d\n%s\n", $f % 50, $f, length($b), $b }
 	}' "$PUSHES" | git --git-dir="$WORK/src.git" fast-import --quiet
 mapfile -t COMMITS < <(git --git-dir="$WORK/src.git" rev-list --reverse main)
-
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13 + $14 + $15) / hz }' "/proc/$1/stat"; }
-now() { date +%s%N; }
-declare -A PID=([openssh]=$SSHD_PID [gitssh]=$GITSSH_PID)
 
 for s in openssh gitssh; do
 	log "$s: $((${#COMMITS[@]})) pushes, one commit each"
@@ -148,7 +88,6 @@ run_clone() { # SERVER -> seconds
 	awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 	rm -rf "$d"
 }
-median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 log "cloning, $RUNS runs per server, interleaved"
 run_clone openssh >/dev/null

@@ -23,8 +23,7 @@
 #                          or "-ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com"
 set -euo pipefail
 
-REPO_ROOT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$REPO_ROOT_DIR"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUNS=${RUNS:-7}
 OUT=$(mkdir -p "${BENCH_OUT:-hack/bench/out}" && cd "${BENCH_OUT:-hack/bench/out}" && pwd)
@@ -33,17 +32,11 @@ CIPHERS=${BENCH_CIPHERS:-${BENCH_CIPHER:-default}}
 PARALLEL=20
 REPOS=$OUT/repos # REPOS/bench/{big,small}.git
 
-log() { echo "bench: $*" >&2; }
-die() { log "$*"; exit 1; }
-
 ((RUNS >= 1)) || die "RUNS must be positive"
 
 # --- tools ------------------------------------------------------------------
-if [[ ! -x /usr/sbin/sshd ]]; then
-	log "installing openssh-server (the system service is not started)"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-fi
-for t in git ssh ssh-keygen go perl; do command -v $t >/dev/null || die "$t is needed"; done
+need_sshd
+need_tools git ssh ssh-keygen go perl
 
 # --- repositories, generated once -------------------------------------------
 gen_big() { # 40 files x 5 MiB of random bytes over 4 commits
@@ -135,11 +128,7 @@ BIG_MB=$(du -sm "$REPOS/bench/big.git" | cut -f1)
 SMALL_MB=$(du -sm "$REPOS/bench/small.git" | cut -f1)
 
 # --- keys: one client key, one host key, and 10,000 other client keys --------
-if [[ ! -f $OUT/keys/client ]]; then
-	mkdir -p "$OUT/keys"
-	ssh-keygen -q -t ed25519 -N '' -C bench-client -f "$OUT/keys/client"
-	ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$OUT/keys/host"
-fi
+bench_keys "$OUT/keys"
 if [[ ! -f $OUT/keys/authorized_keys_10001 ]]; then
 	log "generating an authorized_keys with 10,000 other keys, the real one last"
 	# Random ed25519 public keys: well-formed, nobody holds their private half.
@@ -154,44 +143,11 @@ if [[ ! -f $OUT/keys/authorized_keys_10001 ]]; then
 	cat "$OUT/keys/client.pub" >>"$OUT/keys/authorized_keys_10001.tmp"
 	mv "$OUT/keys/authorized_keys_10001.tmp" "$OUT/keys/authorized_keys_10001"
 fi
-chmod 600 "$OUT/keys/client" "$OUT/keys/host"
 
 # --- servers ------------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gitssh-bench.XXXXXX")
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_dir gitssh-bench
 
-free_port() {
-	local p
-	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-	done
-	die "no free port found"
-}
-
-wait_port() { # PORT PID
-	for _ in $(seq 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-		kill -0 "$2" 2>/dev/null || die "server on port $1 exited; see $WORK/*.log"
-		sleep 0.1
-	done
-	die "server on port $1 did not start"
-}
-
-if [[ -n ${BENCH_GITSSH_BIN:-} ]]; then
-	cp "$BENCH_GITSSH_BIN" "$WORK/gitssh-server"
-else
-	log "building hack/bench/gitssh-server"
-	go build -o "$WORK/gitssh-server" ./hack/bench/gitssh-server
-fi
+gitssh_server_bin
 # The pack cache's hook, beside the server as in the image (a gitssh-server that
 # predates it runs itself as the hook).
 go build -o "$WORK/gitssh-pack-hook" ./cmd/gitssh-pack-hook
@@ -202,46 +158,16 @@ PROFILE_FLAGS=() # the gitssh server only: two processes writing one profile spo
 # What a forced cipher is measured against: gitssh offering every cipher it supports.
 ALL_CIPHERS=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr
 
-declare -A SERVER_PID
-# Servers start in the main shell (not in $(...)) so that PIDS keeps them.
 start_sshd_at() { # NAME KEYS PORT
-	local name=$1 keys=$2 port=$3
-	cat >"$WORK/$name.conf" <<-EOF
-		ListenAddress 127.0.0.1
-		Port $port
-		HostKey $OUT/keys/host
-		PidFile none
-		AuthorizedKeysFile $keys
-		PubkeyAuthentication yes
-		PasswordAuthentication no
-		KbdInteractiveAuthentication no
-		UsePAM no
-		StrictModes no
-		PermitRootLogin prohibit-password
-		AcceptEnv GIT_PROTOCOL
-		# gitssh checks every pushed object; so does git under sshd here.
-		# SHLVL=1: bash, which sshd runs the command with, then skips ~/.bashrc
-		# (a git user's shell has none to run; root's here may start pyenv).
-		SetEnv SHLVL=1 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
-		MaxStartups 64
-		UseDNS no
-		PrintMotd no
-		LogLevel ERROR
-	EOF
-	mkdir -p /run/sshd
-	/usr/sbin/sshd -D -e -f "$WORK/$name.conf" 2>"$WORK/$name.log" &
-	PIDS+=($!)
-	SERVER_PID[$name]=$!
-	wait_port "$port" $!
+	# gitssh checks every pushed object; so does git under sshd here.
+	sshd_config "$1" "$3" "$OUT/keys/host" "$2" GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
+	start_server "$1" "$3" /usr/sbin/sshd -D -e -f "$WORK/$1.conf"
 }
 start_gitssh_at() { # NAME KEYS PORT [flags...]
 	local name=$1 keys=$2 port=$3
 	shift 3
-	"$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" -host-key "$OUT/keys/host" \
-		-authorized-keys "$keys" "$@" 2>"$WORK/$name.log" &
-	PIDS+=($!)
-	SERVER_PID[$name]=$!
-	wait_port "$port" $!
+	start_server "$name" "$port" "$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" \
+		-host-key "$OUT/keys/host" -authorized-keys "$keys" "$@"
 }
 SSHD_PORT=$(free_port)
 start_sshd_at sshd "$OUT/keys/client.pub" "$SSHD_PORT"
@@ -258,11 +184,8 @@ start_gitssh_at gitssh-10k "$OUT/keys/authorized_keys_10001" "$GITSSH10K_PORT"
 GITSSHCACHE_PORT=$(free_port)
 start_gitssh_at gitssh-cache "$OUT/keys/client.pub" "$GITSSHCACHE_PORT" -pack-cache-dir "$WORK/pack-cache" "${GITSSH_FLAGS[@]}"
 
-# The same client options for both servers. KEX is pinned because OpenSSH 9.2
-# would pick sntrup761x25519 from sshd, which gitssh does not offer.
-SSH_BASE="ssh -F /dev/null -i $OUT/keys/client -o IdentitiesOnly=yes -o ControlMaster=no \
- -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
- -o HostKeyAlgorithms=ssh-ed25519 -o KexAlgorithms=curve25519-sha256"
+git_client "$OUT/keys/client" "$WORK/home"
+SSH_BASE=$GIT_SSH_COMMAND
 use_cipher() { # CIPHER: the client command for the runs that follow
 	CIPHER=$1
 	GIT_SSH_COMMAND=$SSH_BASE
@@ -270,9 +193,6 @@ use_cipher() { # CIPHER: the client command for the runs that follow
 	export GIT_SSH_COMMAND
 }
 use_cipher default
-export GIT_SSH_VARIANT=ssh
-export GIT_CONFIG_NOSYSTEM=1 HOME=$WORK/home
-mkdir -p "$HOME"
 
 url() { # SERVER REPO
 	local g=gitssh p=$GITSSH_PORT
@@ -308,7 +228,6 @@ cipher_used() { # SERVER
 
 # --- measurements -------------------------------------------------------------
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-now() { date +%s%N; }
 
 run_case() { # CASE SERVER -> prints seconds
 	local c=$1 s=$2 t0 t1 d=$WORK/clone target
@@ -340,17 +259,6 @@ run_case() { # CASE SERVER -> prints seconds
 	rm -rf "$d"
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 }
-
-# cpu PID [own|children|all]: CPU seconds used by the server process itself, by
-# its reaped children (sshd's per-connection processes, git under both), or both,
-# from /proc/PID/stat.
-cpu() {
-	awk -v hz="$(getconf CLK_TCK)" -v w="${2:-all}" '{ sub(/^.*\) /, "");
-		own = $12 + $13; kids = $14 + $15
-		printf "%.2f\n", (w == "own" ? own : w == "children" ? kids : own + kids) / hz }' "/proc/$1/stat"
-}
-
-median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 label() {
 	case $1 in
