@@ -140,6 +140,7 @@ git_client() {
 }
 
 now() { date +%s%N; }
+since() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'; } # T0 [T1]: seconds between two now()s
 
 # cpu PID [own|children|all]: CPU seconds used by the server process itself, by
 # its reaped children (sshd's per-connection processes, git under both), or both,

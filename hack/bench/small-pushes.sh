@@ -85,7 +85,7 @@ run_clone() { # SERVER -> seconds
 	rm -rf "$d"
 	t0=$(now)
 	git clone -q --bare "$(url "$1")" "$d" || die "clone from $1 failed"
-	awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
+	since "$t0"
 	rm -rf "$d"
 }
 

@@ -257,7 +257,7 @@ run_case() { # CASE SERVER -> prints seconds
 	esac
 	t1=$(now)
 	rm -rf "$d"
-	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
+	since "$t0" "$t1"
 }
 
 label() {
@@ -285,7 +285,7 @@ fanout_run() { # SERVER RUN
 			t0=$(now)
 			git clone -q --bare "$(url "$s" fanout)" "$d/x$i.git" || exit 1
 			t1=$(now)
-			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >"$d/t$i"
+			since "$t0" "$t1" >"$d/t$i"
 		) &
 		pids+=($!)
 	done
@@ -323,7 +323,7 @@ fanout_case() { # with the default cipher only
 			t1=$(now)
 			sleep 0.5
 			awk -v a="$c0" -v b="$(cpu "${SERVER_PID[${FANOUT_PID[$s]}]}")" 'BEGIN { printf "%.2f\n", b - a }' >>"$WORK/fanout-cpu-$s"
-			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >>"$WORK/fanout-wall-$s"
+			since "$t0" "$t1" >>"$WORK/fanout-wall-$s"
 		done
 	done
 	FANOUT_DONE=1
