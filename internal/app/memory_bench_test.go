@@ -22,6 +22,7 @@ import (
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/internal/testenv"
+	. "github.com/onsi/gomega"
 )
 
 // BenchmarkScaleMemory runs the real gitssh binary (built from this tree, or
@@ -217,25 +218,28 @@ func applyObject(ctx context.Context, ns, kind, name string, spec map[string]any
 // waitProvisioned waits until the leader has written every key's status and every
 // project's clone URL.
 func waitProvisioned(b *testing.B, ns string) {
+	waitEvery(b, 2*time.Second, 15*time.Minute, func() bool { return provisioned(ns) })
+}
+
+// provisioned says whether every key in ns has a status and every project a clone URL.
+func provisioned(ns string) bool {
 	ctx := context.Background()
-	waitEvery(b, 2*time.Second, 15*time.Minute, func() bool {
-		var keyList gitsshv1alpha1.SSHPublicKeyList
-		var projectList gitsshv1alpha1.GitProjectList
-		if env.Client.List(ctx, &keyList, client.InNamespace(ns)) != nil || env.Client.List(ctx, &projectList, client.InNamespace(ns)) != nil {
+	var keyList gitsshv1alpha1.SSHPublicKeyList
+	var projectList gitsshv1alpha1.GitProjectList
+	if env.Client.List(ctx, &keyList, client.InNamespace(ns)) != nil || env.Client.List(ctx, &projectList, client.InNamespace(ns)) != nil {
+		return false
+	}
+	for _, k := range keyList.Items {
+		if k.Status.ObservedGeneration == 0 {
 			return false
 		}
-		for _, k := range keyList.Items {
-			if k.Status.ObservedGeneration == 0 {
-				return false
-			}
+	}
+	for _, p := range projectList.Items {
+		if p.Status.CloneURL == "" {
+			return false
 		}
-		for _, p := range projectList.Items {
-			if p.Status.CloneURL == "" {
-				return false
-			}
-		}
-		return true
-	})
+	}
+	return true
 }
 
 // procStatusMiB reads a "Vm…: N kB" or "Rss…: N kB" line of /proc/PID/status, in MiB.
@@ -294,44 +298,20 @@ func save(b *testing.B, url, path string) {
 // queuesDrained reports whether every controller's workqueue but those named in except is
 // empty, by the process's workqueue_depth metrics.
 func queuesDrained(b *testing.B, port int, except ...string) bool {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	seen := false
-	for s.Scan() {
-		line, ok := strings.CutPrefix(s.Text(), "workqueue_depth{")
-		if !ok {
-			continue
-		}
-		seen = true
-		labels, value, _ := strings.Cut(line, "} ")
-		if value != "0" && !slices.ContainsFunc(except, func(name string) bool { return strings.Contains(labels, `name="`+name+`"`) }) {
+	depths := scrape(NewWithT(b), fmt.Sprintf("http://127.0.0.1:%d/metrics", port), "workqueue_depth{")
+	for series, depth := range depths {
+		if depth != 0 && !slices.ContainsFunc(except, func(name string) bool { return strings.Contains(series, `name="`+name+`"`) }) {
 			return false
 		}
 	}
-	return seen
+	return len(depths) > 0
 }
 
 // metricMiB reads one unlabelled gauge from the process's /metrics, in MiB.
 func metricMiB(b *testing.B, port int, name string) float64 {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
-		b.Fatal(err)
+	v, ok := scrape(NewWithT(b), fmt.Sprintf("http://127.0.0.1:%d/metrics", port), name+" ")[name]
+	if !ok {
+		b.Fatalf("no %s in /metrics", name)
 	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return f / (1 << 20)
-		}
-	}
-	b.Fatalf("no %s in /metrics", name)
-	return 0
+	return v / (1 << 20)
 }

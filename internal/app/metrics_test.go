@@ -19,9 +19,10 @@ import (
 	"github.com/gitssh-dev/gitssh/internal/testenv"
 )
 
-// scrape reads the metrics endpoint as Prometheus does and returns the gitssh_ssh_
-// series by their text-format name, e.g. gitssh_ssh_git_commands_total{result="ok",service="upload-pack"}.
-func scrape(g Gomega, url string) map[string]float64 {
+// scrape reads the metrics endpoint as Prometheus does and returns the series whose
+// name starts with prefix by their text-format name, e.g.
+// gitssh_ssh_git_commands_total{result="ok",service="upload-pack"}.
+func scrape(g Gomega, url, prefix string) map[string]float64 {
 	resp, err := http.Get(url)
 	g.Expect(err).NotTo(HaveOccurred())
 	defer resp.Body.Close()
@@ -30,7 +31,7 @@ func scrape(g Gomega, url string) map[string]float64 {
 	lines := bufio.NewScanner(resp.Body)
 	for lines.Scan() {
 		line := lines.Text()
-		if !strings.HasPrefix(line, "gitssh_ssh_") {
+		if !strings.HasPrefix(line, prefix) {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
@@ -61,7 +62,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	createProject(t, ns, "alice-api", gitsshv1alpha1.GitProjectSpec{Owner: "alice", Project: "api"})
 	g.Eventually(func() error { _, err := inst.git(alice, "", "ls-remote", inst.url("alice", "api")); return err }).
 		WithTimeout(eventually).Should(Succeed())
-	before := scrape(g, url)
+	before := scrape(g, url, "gitssh_ssh_")
 
 	work := filepath.Join(t.TempDir(), "work")
 	for _, args := range [][]string{
@@ -128,7 +129,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`gitssh_ssh_git_command_duration_seconds_sum{service="upload-pack"}`,
 	}
 	g.Eventually(func(g Gomega) {
-		now := scrape(g, url)
+		now := scrape(g, url, "gitssh_ssh_")
 		for series, delta := range want {
 			g.Expect(now).To(HaveKey(series))
 			g.Expect(now[series]-before[series]).To(Equal(delta), series)

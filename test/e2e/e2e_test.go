@@ -137,12 +137,7 @@ func TestPodDeleted(t *testing.T) {
 	g.Expect(c.podName(t)).NotTo(Equal(old))
 
 	g.Expect(scanEventually(t, host, port)).To(Equal(before))
-	alice := c.newUser(t, "alice", c.knownHosts(t, host))
-	work := t.TempDir()
-	alice.gitOK(t, work, "clone", repoURL(host, port, "alice", "hello"), "again")
-	got, err := os.ReadFile(filepath.Join(work, "again", "README"))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(got)).To(Equal("hello from e2e\n"))
+	expectHelloPushed(t, c, host, port)
 }
 
 // 7: `helm uninstall` then `helm install`: same host key, repositories, keys and projects.
@@ -158,10 +153,16 @@ func TestUninstallInstall(t *testing.T) {
 	g.Expect(c.kubectlOK(t, "get", "gitprojects", "alice-hello", "-o", "name")).To(ContainSubstring("alice-hello"))
 	host, port = c.address(t)
 	g.Expect(scanEventually(t, host, port)).To(Equal(before))
+	expectHelloPushed(t, c, host, port)
+}
+
+// expectHelloPushed clones alice/hello afresh and finds the README TestCloneAndPush pushed.
+func expectHelloPushed(t *testing.T, c *cluster, host, port string) {
 	alice := c.newUser(t, "alice", c.knownHosts(t, host))
 	work := t.TempDir()
 	alice.gitOK(t, work, "clone", repoURL(host, port, "alice", "hello"), "again")
 	got, err := os.ReadFile(filepath.Join(work, "again", "README"))
+	g := NewWithT(t)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(got)).To(Equal("hello from e2e\n"))
 }
