@@ -77,9 +77,11 @@ func init() {
 		housekeepingRuns.WithLabelValues(kind, "failed")
 		housekeepingDuration.WithLabelValues(kind)
 	}
-	for _, step := range []string{"prune", "repack", "commit-graph", "timeout", "other"} {
-		housekeepingFailures.WithLabelValues(step)
+	for _, step := range housekeeping.Plan(housekeeping.Options{}) {
+		housekeepingFailures.WithLabelValues(step.Name)
 	}
+	housekeepingFailures.WithLabelValues("timeout")
+	housekeepingFailures.WithLabelValues("other")
 	recordMaintenance(types.NamespacedName{}, nil)
 }
 
