@@ -7,15 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	goruntime "runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -95,7 +98,8 @@ type Options struct {
 
 	// CPULimit (cores) and MemoryLimit (bytes) are the pod's resource limits, from the
 	// Downward API; they bound git's pack.threads and pack.windowMemory
-	// (sshserver.PackSettings) unless SSH.PackThreads and SSH.PackWindowMemory are set.
+	// (sshserver.PackSettings) unless SSH.PackThreads and SSH.PackWindowMemory are set,
+	// and MemoryLimit sets Go's memory limit unless GOMEMLIMIT does (goMemoryLimit).
 	// 0: unknown (threads from GOMAXPROCS, no memory bound).
 	CPULimit    float64
 	MemoryLimit int64
@@ -199,6 +203,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	}
 
 	opts.SSH.PackThreads, opts.SSH.PackWindowMemory = packSettings(opts)
+	goMemLimit := setGoMemoryLimit(opts.MemoryLimit)
 	authz := authorizer.New()
 	store := repostore.Store{Root: opts.RepoRoot}
 	usageRecorder := &usage.Recorder{
@@ -300,7 +305,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		return err
 	}
 	log.Info("Starting gitssh", "namespace", opts.Namespace, "sshAddr", opts.SSHAddr, "repoRoot", opts.RepoRoot,
-		"hostKeySecret", secret.String(), "trustedUserCAKeys", opts.TrustedUserCAKeys, "leaderElection", opts.LeaderElection)
+		"hostKeySecret", secret.String(), "trustedUserCAKeys", opts.TrustedUserCAKeys, "leaderElection", opts.LeaderElection, "goMemoryLimit", goMemLimit)
 	return mgr.Start(ctx)
 }
 
@@ -358,6 +363,27 @@ func packSettings(opts Options) (threads int, windowMemory int64) {
 	}
 	return threads, windowMemory
 }
+
+// setGoMemoryLimit sets the Go heap's soft limit to goMemoryLimit(podLimit), unless GOMEMLIMIT
+// is set (Go has applied it itself) or the pod's limit is unknown, and returns the limit in
+// effect, for the log.
+func setGoMemoryLimit(podLimit int64) string {
+	limit := debug.SetMemoryLimit(-1)
+	if os.Getenv("GOMEMLIMIT") == "" && podLimit > 0 {
+		limit = goMemoryLimit(podLimit)
+		debug.SetMemoryLimit(limit)
+	}
+	if limit == math.MaxInt64 {
+		return "none"
+	}
+	return resource.NewQuantity(limit, resource.BinarySI).String()
+}
+
+// goMemoryLimit is the share of the pod's memory limit that Go's collector keeps the process
+// under: git's processes count against the same limit, and PackSettings already gives half
+// of it to their delta windows. A soft limit reserves nothing; a lower share would make the
+// collector run without pause in small pods (the live heap is about 40 MiB with 10,000 keys).
+func goMemoryLimit(podLimit int64) int64 { return podLimit / 2 }
 
 func sshUser(cfg sshserver.Config) string {
 	if cfg.User == "" {

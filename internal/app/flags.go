@@ -64,7 +64,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.SSH.PackThreads, "git-pack-threads", 0, "git's pack.threads for clones and housekeeping. 0: the pod's CPU limit (--cpu-limit), rounded down, at least 1.")
 	fs.TextVar((*ByteSize)(&o.SSH.PackWindowMemory), "git-pack-window-memory", ByteSize(0), "git's pack.windowMemory (per thread), e.g. 64Mi. 0: half of --memory-limit shared among the pack-objects that may run at once and their threads (at least 8Mi); none without a memory limit.")
 	fs.TextVar((*CPUs)(&o.CPULimit), "cpu-limit", CPUs(0), "The pod's CPU limit, e.g. 2 or 1500m (the chart sets it from the Downward API), for --git-pack-threads. 0: unknown.")
-	fs.TextVar((*ByteSize)(&o.MemoryLimit), "memory-limit", ByteSize(0), "The pod's memory limit (the chart sets it from the Downward API), for --git-pack-window-memory. 0: unknown.")
+	fs.TextVar((*ByteSize)(&o.MemoryLimit), "memory-limit", ByteSize(0), "The pod's memory limit (the chart sets it from the Downward API), for --git-pack-window-memory and Go's own soft memory limit, half of it (an explicit GOMEMLIMIT environment variable wins). 0: unknown.")
 
 	fs.BoolVar(&o.Housekeeping.Disabled, "housekeeping-disabled", false, "Turn off housekeeping. Repositories are then never packed or pruned: every push stays a pack of its own.")
 	fs.DurationVar(&o.Housekeeping.Interval, "housekeeping-interval", controllers.DefaultHousekeepingInterval, "A full housekeeping run on each repository at least this often (repack into one pack, prune what has been unreachable longer than --housekeeping-prune-grace).")

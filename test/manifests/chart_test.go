@@ -97,8 +97,8 @@ func TestChartDefaults(t *testing.T) {
 		map[string]any{"resourceFieldRef": map[string]any{"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}})))
 	g.Expect(c["env"]).To(ContainElement(HaveKeyWithValue("valueFrom",
 		map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}})))
-	g.Expect(c["env"]).To(ContainElement(map[string]any{"name": "GOMEMLIMIT", "valueFrom": map[string]any{
-		"resourceFieldRef": map[string]any{"resource": "limits.memory"}}}), "the Go heap's soft limit follows the container's")
+	g.Expect(c["env"]).NotTo(ContainElement(HaveKeyWithValue("name", "GOMEMLIMIT")),
+		"gitssh sets Go's memory limit from --memory-limit, leaving git its share; GOMEMLIMIT would override it")
 	g.Expect(c["readinessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/readyz")))
 	g.Expect(c["livenessProbe"]).To(HaveKeyWithValue("httpGet", HaveKeyWithValue("path", "/healthz")))
 	g.Expect(c["securityContext"]).To(And(

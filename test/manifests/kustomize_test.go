@@ -68,8 +68,8 @@ func TestKustomizeDefault(t *testing.T) {
 }
 
 // The kustomize tree passes gitssh the container's limits as the chart does (the Downward
-// API, into --cpu-limit, --memory-limit and GOMEMLIMIT), with the same resources: git's
-// pack.threads and pack.windowMemory follow the pod's limits either way.
+// API, into --cpu-limit and --memory-limit), with the same resources: git's pack.threads and
+// pack.windowMemory, and Go's memory limit, follow the pod's limits either way.
 func TestKustomizeLimitsMatchTheChart(t *testing.T) {
 	g := NewWithT(t)
 	out, err := kubectl(t, nil, "kustomize", "config/default")
@@ -101,7 +101,7 @@ func TestKustomizeLimitsMatchTheChart(t *testing.T) {
 		"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}}))
 	g.Expect(kEnv).To(HaveKeyWithValue("GITSSH_MEMORY_LIMIT", map[string]any{"resourceFieldRef": map[string]any{
 		"containerName": "gitssh", "resource": "limits.memory"}}))
-	g.Expect(kEnv).To(HaveKey("GOMEMLIMIT"))
+	g.Expect(kEnv).NotTo(HaveKey("GOMEMLIMIT"), "gitssh sets Go's memory limit from --memory-limit")
 	g.Expect(kEnv).To(Equal(cEnv))
 	g.Expect(kResources).To(HaveKeyWithValue("limits", HaveKey("memory")), "a memory limit bounds pack.windowMemory")
 	g.Expect(kResources).To(Equal(cResources))
