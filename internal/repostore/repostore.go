@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/gitssh-dev/gitssh/internal/gitenv"
 )
 
 // segmentPattern is the same rule the GitProject schema and the SSH command parser apply to
@@ -58,7 +60,9 @@ func (s Store) Create(ctx context.Context, owner, project, defaultBranch string)
 	// --template= keeps the sample hooks out; --initial-branch sets HEAD.
 	cmd := exec.CommandContext(ctx, s.git(), "init", "--bare", "--quiet", "--template=",
 		"--initial-branch="+defaultBranch, tmp)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1")
+	// gitssh's git environment: a global core.sharedRepository, for one, would make every
+	// new repository group-writable and refuse force pushes.
+	cmd.Env = gitenv.Env()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return false, fmt.Errorf("git init --bare for %s/%s: %w: %s", owner, project, err, strings.TrimSpace(string(out)))
 	}

@@ -40,6 +40,24 @@ func TestCreateMakesABareRepositoryWithTheDefaultBranch(t *testing.T) {
 	g.Expect(entries).To(HaveLen(1))
 }
 
+// Create runs git in gitenv's environment: a config planted in gitssh's HOME, which git reads
+// by default, does not reach the new repository.
+func TestCreateIgnoresGlobalConfig(t *testing.T) {
+	g := NewWithT(t)
+	home := t.TempDir()
+	g.Expect(os.WriteFile(filepath.Join(home, ".gitconfig"), []byte("[core]\n\tsharedRepository = group\n"), 0o644)).To(Succeed())
+	t.Setenv("HOME", home)
+	t.Setenv("GIT_CONFIG_GLOBAL", filepath.Join(home, ".gitconfig")) // in case the caller's names another
+	g.Expect(git(t, home, "config", "--global", "core.sharedRepository")).To(Equal("group"), "the planted config is not where git looks")
+
+	store := Store{Root: t.TempDir()}
+	_, err := store.Create(context.Background(), "acme", "api", "main")
+	g.Expect(err).NotTo(HaveOccurred())
+	config, err := os.ReadFile(filepath.Join(store.Path("acme", "api"), "config"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(config)).NotTo(Or(ContainSubstring("sharedrepository"), ContainSubstring("denyNonFastforwards")))
+}
+
 func TestCreateNeverTouchesAnExistingRepository(t *testing.T) {
 	g := NewWithT(t)
 	store := Store{Root: t.TempDir()}
