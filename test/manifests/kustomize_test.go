@@ -69,8 +69,9 @@ func TestKustomizeDefault(t *testing.T) {
 
 // The kustomize tree passes gitssh the container's limits as the chart does (the Downward
 // API, into --cpu-limit and --memory-limit), with the same resources: git's pack.threads and
-// pack.windowMemory, and Go's memory limit, follow the pod's limits either way.
-func TestKustomizeLimitsMatchTheChart(t *testing.T) {
+// pack.windowMemory, and Go's memory limit, follow the pod's limits either way. It turns the
+// pack cache on as the chart does by default, with the same volumes and mounts.
+func TestKustomizeMatchesTheChart(t *testing.T) {
 	g := NewWithT(t)
 	out, err := kubectl(t, nil, "kustomize", "config/default")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -79,30 +80,40 @@ func TestKustomizeLimitsMatchTheChart(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	charted := parse(t, out).one(t, "Deployment", "gitssh")
 
-	limits := func(deploy *unstructured.Unstructured) (flags map[string]string, env map[string]any, resources any) {
-		flags, env = map[string]string{}, map[string]any{}
-		for _, name := range []string{"cpu-limit", "memory-limit"} {
-			flags[name] = args(t, deploy)[name]
+	type settings struct {
+		flags                      map[string]string
+		env                        map[string]any
+		resources, volumes, mounts any
+	}
+	settingsOf := func(deploy *unstructured.Unstructured) settings {
+		s := settings{flags: map[string]string{}, env: map[string]any{}}
+		for _, name := range []string{"cpu-limit", "memory-limit", "pack-cache-dir"} {
+			s.flags[name] = args(t, deploy)[name]
 		}
 		c := container(t, deploy)
 		for _, e := range c["env"].([]any) {
 			if from, ok := e.(map[string]any)["valueFrom"].(map[string]any); ok && from["resourceFieldRef"] != nil {
-				env[e.(map[string]any)["name"].(string)] = from
+				s.env[e.(map[string]any)["name"].(string)] = from
 			}
 		}
-		return flags, env, c["resources"]
+		s.resources, s.mounts = c["resources"], c["volumeMounts"]
+		s.volumes = nested(t, deploy, "spec", "template", "spec", "volumes")
+		return s
 	}
-	kFlags, kEnv, kResources := limits(kustomized)
-	cFlags, cEnv, cResources := limits(charted)
-	g.Expect(kFlags).To(Equal(map[string]string{
-		"cpu-limit": "$(GITSSH_CPU_LIMIT_MILLICORES)m", "memory-limit": "$(GITSSH_MEMORY_LIMIT)"}))
-	g.Expect(kFlags).To(Equal(cFlags))
-	g.Expect(kEnv).To(HaveKeyWithValue("GITSSH_CPU_LIMIT_MILLICORES", map[string]any{"resourceFieldRef": map[string]any{
+	k, c := settingsOf(kustomized), settingsOf(charted)
+	g.Expect(k.flags).To(Equal(map[string]string{
+		"cpu-limit": "$(GITSSH_CPU_LIMIT_MILLICORES)m", "memory-limit": "$(GITSSH_MEMORY_LIMIT)",
+		"pack-cache-dir": "/var/cache/gitssh/packs"}))
+	g.Expect(k.flags).To(Equal(c.flags))
+	g.Expect(k.env).To(HaveKeyWithValue("GITSSH_CPU_LIMIT_MILLICORES", map[string]any{"resourceFieldRef": map[string]any{
 		"containerName": "gitssh", "resource": "limits.cpu", "divisor": "1m"}}))
-	g.Expect(kEnv).To(HaveKeyWithValue("GITSSH_MEMORY_LIMIT", map[string]any{"resourceFieldRef": map[string]any{
+	g.Expect(k.env).To(HaveKeyWithValue("GITSSH_MEMORY_LIMIT", map[string]any{"resourceFieldRef": map[string]any{
 		"containerName": "gitssh", "resource": "limits.memory"}}))
-	g.Expect(kEnv).NotTo(HaveKey("GOMEMLIMIT"), "gitssh sets Go's memory limit from --memory-limit")
-	g.Expect(kEnv).To(Equal(cEnv))
-	g.Expect(kResources).To(HaveKeyWithValue("limits", HaveKey("memory")), "a memory limit bounds pack.windowMemory")
-	g.Expect(kResources).To(Equal(cResources))
+	g.Expect(k.env).NotTo(HaveKey("GOMEMLIMIT"), "gitssh sets Go's memory limit from --memory-limit")
+	g.Expect(k.env).To(Equal(c.env))
+	g.Expect(k.resources).To(HaveKeyWithValue("limits", HaveKey("memory")), "a memory limit bounds pack.windowMemory")
+	g.Expect(k.resources).To(Equal(c.resources))
+	g.Expect(k.volumes).To(ContainElement(map[string]any{"name": "pack-cache", "emptyDir": map[string]any{}}))
+	g.Expect(k.volumes).To(Equal(c.volumes))
+	g.Expect(k.mounts).To(Equal(c.mounts))
 }
