@@ -31,8 +31,8 @@ type Recorder interface {
 	// LoginSucceeded: the identity's key was verified.
 	LoginSucceeded(Identity)
 	// KeyRefused: a registered key was offered but never proven by the end of
-	// the handshake, or was offered after it expired, or its user was refused
-	// the repository it asked for.
+	// the handshake, or was offered after it expired, or its user (or deploy
+	// key) was refused the repository it asked for.
 	KeyRefused(Identity)
 	// Pushed: git-receive-pack succeeded.
 	Pushed(Repository)

@@ -82,6 +82,17 @@ func TestDeployKeys(t *testing.T) {
 		g.Expect(api.Status.LastPushTime).NotTo(BeNil())
 		g.Expect(api.Status.LastFetchTime).NotTo(BeNil())
 	}).WithTimeout(eventually).Should(Succeed())
+	// The refusals' Warning names the deploy key's project, as it has no user.
+	g.Expect(readKey.Status.Fingerprint).To(HavePrefix("SHA256:"))
+	g.Eventually(func(g Gomega) {
+		var refused []string
+		for _, e := range eventsAbout(g, ns, readKey.Name) {
+			if e.Reason == "KeyRefused" {
+				refused = append(refused, e.Message)
+			}
+		}
+		g.Expect(refused).To(ContainElement(HavePrefix(fmt.Sprintf(`Deploy key %s of project "acme/api" was offered without proof`, readKey.Status.Fingerprint))))
+	}).WithTimeout(eventually).Should(Succeed())
 
 	// The reader's key as a user's key too: the younger object loses, whichever kind it is.
 	youngerKeyLoses(t, inst, reader, readKey, inst.url("acme", "api"), "bob", ns+`/acme-api-read (deploy key for "acme/api" (Read))`)

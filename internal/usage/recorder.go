@@ -290,9 +290,14 @@ func (r *Recorder) announce(o client.Object, changed []field) {
 	for _, f := range changed {
 		if f == keyLastFailed && r.Events != nil {
 			key := o.(*gitsshv1alpha1.SSHPublicKey)
+			// A deploy key has no user: its project says whose it is.
+			whose := fmt.Sprintf("Key %s of user %q", key.Status.Fingerprint, key.Spec.User)
+			if key.Spec.Project != "" {
+				whose = fmt.Sprintf("Deploy key %s of project %q", key.Status.Fingerprint, key.Spec.Project)
+			}
 			r.Events.Eventf(key, nil, corev1.EventTypeWarning, "KeyRefused", "Authenticate",
-				"Key %s of user %q was offered without proof of the private key, offered after it expired, or refused a repository; if its owner did not try to log in, someone else holds the public key",
-				key.Status.Fingerprint, key.Spec.User)
+				"%s was offered without proof of the private key, offered after it expired, or refused a repository; if its owner did not try to log in, someone else holds the public key",
+				whose)
 		}
 	}
 }
