@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +23,14 @@ import (
 // old or the new commit.
 func TestPushDuringUpgrade(t *testing.T) {
 	c := env(t)
+	// The tests after this one get the release's values as they were: roll back to the
+	// revision it started from ("REVISION: 3" in helm status; the output may start with
+	// helm's warnings).
+	revision := regexp.MustCompile(`(?m)^REVISION: (\d+)$`).FindStringSubmatch(c.helmOK(t, "status", release))
+	if revision == nil {
+		t.Fatal("helm status shows no REVISION line")
+	}
+	t.Cleanup(func() { c.helmOK(t, "rollback", release, revision[1], "--wait", "--timeout", "5m") })
 	for i, tc := range []struct {
 		grace      string // the rolled pod's ssh.shutdownGracePeriod
 		size       int    // of the pushed file: random, so the push takes a while
