@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,10 @@ type cacheEnv struct {
 	failNext string // while this file exists, pack-objects writes half a pack and fails
 	hold     string // while this file exists, pack-objects waits before it starts
 	pause    string // while this file exists, pack-objects stops after pauseAt bytes
+	// protocol is what clients speak: "2" (git's default), whose clones the
+	// cache answers whole, or "1", whose upload-pack gets its pack from the
+	// cache (as a v2 fetch the cache cannot answer whole does).
+	protocol string
 }
 
 // pauseAt is where pack-objects pauses, as long as the pause file exists.
@@ -42,9 +47,12 @@ func newCacheEnv(t *testing.T, cfg Config) *cacheEnv {
 	dir := t.TempDir()
 	ce := &cacheEnv{reg: prometheus.NewRegistry(), cacheDir: filepath.Join(dir, "cache"),
 		runs: filepath.Join(dir, "runs"), failNext: filepath.Join(dir, "fail-next"), hold: filepath.Join(dir, "hold"),
-		pause: filepath.Join(dir, "pause")}
+		pause: filepath.Join(dir, "pause"), protocol: "2"}
 	wrapper := filepath.Join(dir, "git")
 	script := fmt.Sprintf(`#!/bin/sh
+case " $* " in
+*" upload-pack --stateless-rpc "*) echo answer >>%[1]s.answers ;;
+esac
 case " $* " in
 *" pack-objects "*)
 	echo run >>%[1]s
@@ -78,6 +86,12 @@ exec %[3]s "$@"
 func (ce *cacheEnv) packObjectsRuns() int {
 	b, _ := os.ReadFile(ce.runs)
 	return strings.Count(string(b), "run\n")
+}
+
+// answerRuns counts the cache's upload-pack runs, each the answer to a v2 fetch.
+func (ce *cacheEnv) answerRuns() int {
+	b, _ := os.ReadFile(ce.runs + ".answers")
+	return strings.Count(string(b), "answer\n")
 }
 
 // metric sums the samples of a metric whose labels include the given ones.
@@ -132,7 +146,7 @@ func (ce *cacheEnv) clone(g *WithT, dir string, opts ...string) string {
 
 // tryClone clones repo as bob with extra options.
 func (ce *cacheEnv) tryClone(repo, dir string, opts ...string) (string, error) {
-	args := append([]string{"-c", "protocol.version=2", "clone", "-q", "--bare"}, opts...)
+	args := append([]string{"-c", "protocol.version=" + ce.protocol, "clone", "-q", "--bare"}, opts...)
 	return ce.gitAs("bob", ce.dir, append(args, ce.url(repo), dir)...)
 }
 
@@ -156,19 +170,30 @@ func addBranch(e *env, branch string, size int) {
 // more clones than turns.
 func TestPackCacheParallelClones(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		cfg  Config
-		n    int
+		name     string
+		cfg      Config
+		n        int
+		protocol string
 	}{
-		{"one turn", Config{MaxUploadPacks: 1}, 10},
-		{"default turns", Config{}, 30},
+		{"one turn", Config{MaxUploadPacks: 1}, 10, "2"},
+		{"default turns", Config{}, 30, "2"},
+		{"one turn, protocol v1", Config{MaxUploadPacks: 1}, 10, "1"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testParallelClones(t, tc.cfg, tc.n) })
+		t.Run(tc.name, func(t *testing.T) { testParallelClones(t, tc.cfg, tc.n, tc.protocol) })
 	}
 }
 
-func testParallelClones(t *testing.T, cfg Config, n int) {
+// In protocol v2 the clones share one answer of upload-pack (one
+// gitssh_pack_cache_responses_total miss), whose pack-objects is one
+// request for a pack; in v1 each has its upload-pack, and they share the
+// pack.
+func testParallelClones(t *testing.T, cfg Config, n int, protocol string) {
 	ce := newCacheEnv(t, cfg)
+	ce.protocol = protocol
+	shared, packRequests, entries := "gitssh_pack_cache_requests_total", n, 1
+	if protocol == "2" {
+		shared, packRequests, entries = "gitssh_pack_cache_responses_total", 1, 2
+	}
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 
@@ -181,7 +206,8 @@ func testParallelClones(t *testing.T, cfg Config, n int) {
 		clones[i] = filepath.Join(ce.dir, fmt.Sprintf("clone-%d", i))
 		wg.Go(func() { outs[i] = ce.clone(NewWithT(t), clones[i]) })
 	}
-	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total") }, "60s").Should(Equal(float64(n)))
+	g.Eventually(func() float64 { return ce.metric(shared) }, "60s").Should(Equal(float64(n)))
+	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total") }, "60s").Should(Equal(float64(packRequests)))
 	g.Expect(ce.packObjectsRuns()).To(Equal(1))
 	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(BeZero(), "a hit takes no turn")
 	g.Expect(ce.cachedPacks()).To(BeEmpty(), "no entry is final before pack-objects has succeeded")
@@ -189,16 +215,31 @@ func testParallelClones(t *testing.T, cfg Config, n int) {
 	wg.Wait()
 	g.Expect(ce.packObjectsRuns()).To(Equal(1), "identical clones, one pack-objects")
 	g.Expect(strings.Join(outs, "")).NotTo(ContainSubstring("waiting"))
-	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(Equal(1.0))
-	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(n - 1)))
+	g.Expect(ce.metric(shared, "result", "miss")).To(Equal(1.0))
+	g.Expect(ce.metric(shared, "result", "hit")).To(Equal(float64(n - 1)))
 	head := ce.git(clones[0], "rev-parse", "main")
 	for _, c := range clones {
 		g.Expect(ce.git(c, "rev-parse", "main")).To(Equal(head))
 	}
 	generated := ce.metric("gitssh_pack_cache_generated_bytes_total")
 	g.Expect(generated).To(BeNumerically(">", 0))
-	g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(float64(n) * generated))
-	g.Expect(ce.cachedPacks()).To(HaveLen(1))
+	if protocol == "2" {
+		// The pack once to upload-pack, and its answer (the pack in
+		// side-band pkt-lines, so the larger file) to every client.
+		var sizes []int64
+		for _, p := range ce.cachedPacks() {
+			fi, err := os.Stat(p)
+			g.Expect(err).NotTo(HaveOccurred())
+			sizes = append(sizes, fi.Size())
+		}
+		slices.Sort(sizes)
+		g.Expect(sizes).To(HaveLen(2))
+		g.Expect(float64(sizes[0] + sizes[1])).To(Equal(generated))
+		g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(float64(sizes[0] + int64(n)*sizes[1])))
+	} else {
+		g.Expect(ce.metric("gitssh_pack_cache_served_bytes_total")).To(Equal(float64(n) * generated))
+	}
+	g.Expect(ce.cachedPacks()).To(HaveLen(entries))
 }
 
 func TestPackCacheKeys(t *testing.T) {
@@ -225,7 +266,7 @@ func TestPackCacheKeys(t *testing.T) {
 				ce.clone(g, filepath.Join(t.TempDir(), "clone"), opts...)
 				g.Expect(ce.packObjectsRuns()).To(Equal(i+1), "round %d", round)
 			}
-			g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(float64(i + 1)))
+			g.Expect(ce.metric("gitssh_pack_cache_responses_total", "result", "hit")).To(Equal(float64(i + 1)))
 		})
 	}
 
@@ -244,6 +285,7 @@ func TestPackCacheKeys(t *testing.T) {
 
 func TestPackCacheEviction(t *testing.T) {
 	ce := newCacheEnv(t, Config{PackCache: packcache.Config{MaxBytes: 100 << 10}})
+	ce.protocol = "1" // the pack layer alone (v2 clones: TestFetchResponse*)
 	g := NewWithT(t)
 	for _, b := range []string{"aaa", "bbb", "ccc"} {
 		addBranch(ce.env, b, 60<<10)
@@ -285,13 +327,14 @@ func TestPackCacheTTL(t *testing.T) {
 
 func TestPackCacheNeverServesAFailedPack(t *testing.T) {
 	ce := newCacheEnv(t, Config{})
+	ce.protocol = "1" // the pack layer alone (v2 clones: TestFetchResponse*)
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 
 	// pack-objects writes half a pack and fails: that clone fails, and
 	// nothing of it stays in the cache.
 	g.Expect(os.WriteFile(ce.failNext, nil, 0o600)).To(Succeed())
-	out, err := ce.gitAs("bob", ce.dir, "clone", "-q", "--bare", ce.url("acme/api.git"), filepath.Join(ce.dir, "broken"))
+	out, err := ce.tryClone("acme/api.git", filepath.Join(ce.dir, "broken"))
 	g.Expect(err).To(HaveOccurred(), out)
 	g.Expect(os.Remove(ce.failNext)).To(Succeed())
 	g.Expect(ce.cachedPacks()).To(BeEmpty())
@@ -363,8 +406,21 @@ func TestPackCacheMissesWaitForATurn(t *testing.T) {
 // A miss that waits longer than UploadQueueTimeout fails, with the busy
 // message, for every clone that joined it; nothing of it stays in the cache.
 func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
+	for _, protocol := range []string{"2", "1"} {
+		t.Run("protocol v"+protocol, func(t *testing.T) { testQueueTimeoutFailsEveryJoiner(t, protocol) })
+	}
+}
+
+// In v2 the joiners share the first's answer, and the pack-objects it
+// waits for writes the busy message into it, for all three.
+func testQueueTimeoutFailsEveryJoiner(t *testing.T, protocol string) {
 	g := NewWithT(t)
 	ce := newCacheEnv(t, Config{MaxUploadPacks: 1, UploadQueueTimeout: 10 * time.Second})
+	ce.protocol = protocol
+	shared, perClone := "gitssh_pack_cache_requests_total", 1 // entries per clone
+	if protocol == "2" {
+		shared, perClone = "gitssh_pack_cache_responses_total", 2 // and its answer
+	}
 	fillHistory(ce.env, "api")
 	addBranch(ce.env, "other", 1000)
 	tmpFiles := func() []string {
@@ -385,7 +441,7 @@ func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
 			g.Eventually(func() float64 { return ce.metric("gitssh_ssh_upload_packs_waiting") }, "30s").Should(Equal(1.0))
 		}
 	}
-	g.Eventually(func() float64 { return ce.metric("gitssh_pack_cache_requests_total", "result", "hit") }, "9s").Should(Equal(2.0),
+	g.Eventually(func() float64 { return ce.metric(shared, "result", "hit") }, "9s").Should(Equal(2.0),
 		"both joined before the queue timeout")
 	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(Equal(1.0), "joiners wait with the run they joined")
 	for _, w := range waiting {
@@ -396,15 +452,15 @@ func TestPackCacheQueueTimeoutFailsEveryJoiner(t *testing.T) {
 	}
 	g.Expect(ce.metric("gitssh_ssh_upload_pack_queue_timeouts_total")).To(Equal(1.0))
 	g.Expect(ce.metric("gitssh_ssh_upload_packs_waiting")).To(BeZero())
-	g.Expect(ce.metric("gitssh_pack_cache_entries")).To(Equal(1.0), "only the first clone's entry")
-	g.Expect(tmpFiles()).To(HaveLen(1))
+	g.Expect(ce.metric("gitssh_pack_cache_entries")).To(Equal(float64(perClone)), "only the first clone's entries")
+	g.Expect(tmpFiles()).To(HaveLen(perClone))
 	g.Expect(ce.packObjectsRuns()).To(Equal(1))
 
 	g.Expect(os.Remove(ce.hold)).To(Succeed())
 	g.Expect(<-first).NotTo(ContainSubstring("clone failed"))
 	ce.clone(g, filepath.Join(ce.dir, "other-again"), "--single-branch", "--branch=other")
 	g.Expect(ce.packObjectsRuns()).To(Equal(2), "the failed entry was not kept")
-	g.Expect(ce.cachedPacks()).To(HaveLen(2))
+	g.Expect(ce.cachedPacks()).To(HaveLen(2 * perClone))
 	g.Expect(tmpFiles()).To(BeEmpty())
 	g.Expect(ce.srv.uploads.inUse()).To(BeZero())
 }
@@ -436,7 +492,7 @@ func TestPackCacheBypassWaitsForATurn(t *testing.T) {
 		Not(ContainSubstring("clone failed")),
 	))
 	g.Expect(ce.packObjectsRuns()).To(Equal(2))
-	g.Expect(ce.cachedPacks()).To(HaveLen(1), "the bypass left nothing in the cache")
+	g.Expect(ce.cachedPacks()).To(HaveLen(2), "the first clone's pack and answer; the bypass left nothing in the cache")
 	g.Expect(ce.srv.uploads.inUse()).To(BeZero())
 }
 
@@ -473,6 +529,7 @@ func TestPackCacheArchiveWaitsForATurn(t *testing.T) {
 // pack-objects wrote: the cache sends from a file that grows (with splice(2)).
 func TestPackCacheStreamsAGrowingPack(t *testing.T) {
 	ce := newCacheEnv(t, Config{})
+	ce.protocol = "1" // the pack layer alone (v2 clones: TestFetchResponse*)
 	addBranch(ce.env, "big", 2<<20)
 	g := NewWithT(t)
 	g.Expect(os.WriteFile(ce.hold, nil, 0o600)).To(Succeed())
@@ -528,6 +585,7 @@ func TestPackCacheWithTheHookBinary(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	ce := newCacheEnv(t, Config{PackCache: packcache.Config{HookBinary: hook}})
+	ce.protocol = "1"
 	fillHistory(ce.env, "api")
 	g := NewWithT(t)
 	for _, c := range []string{"one", "two"} {

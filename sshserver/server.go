@@ -82,6 +82,7 @@ func New(cfg Config, hostKeys []ssh.Signer, auth Authorizer, rec Recorder, log l
 	if cfg.PackCache.Dir != "" {
 		pc := cfg.PackCache
 		pc.Command, pc.GitBinary, pc.Log = s.packObjects, cfg.GitBinary, log.WithName("packcache")
+		pc.UploadPack = s.statelessUploadPack
 		// A miss or a bypass runs pack-objects: it waits for an upload slot, as
 		// upload-archive and (without the cache) upload-pack do.
 		pc.Turn = func(ctx context.Context, dir string, stderr io.Writer) (func(), error) {

@@ -222,6 +222,12 @@ func (e *env) url(path string) string { return "ssh://git@127.0.0.1:" + e.port +
 func (e *env) gitAs(user, dir string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	out, err := e.gitCommand(ctx, user, dir, args...).CombinedOutput()
+	return string(out), err
+}
+
+// gitCommand is git as a user in dir, with the OpenSSH client.
+func (e *env) gitCommand(ctx context.Context, user, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+e.dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_CONFIG_PARAMETERS=", "GIT_TERMINAL_PROMPT=0",
@@ -229,8 +235,7 @@ func (e *env) gitAs(user, dir string, args ...string) (string, error) {
 	if user != "" {
 		cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND=ssh "+strings.Join(e.sshArgs(user), " "))
 	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }
 
 func (e *env) git(dir string, args ...string) string {

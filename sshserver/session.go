@@ -250,6 +250,14 @@ func (s *Server) packObjects(ctx context.Context, dir string, args []string) *ex
 	return s.gitCommand(ctx, dir, append(s.gitConfigArgs(dir, 0), args...), gitEnv(""))
 }
 
+// statelessUploadPack is the pack cache's "git upload-pack --stateless-rpc"
+// in protocol v2: one request on stdin, its answer on stdout, as an HTTP
+// server runs it.
+func (s *Server) statelessUploadPack(ctx context.Context, dir string, args, env []string) *exec.Cmd {
+	args = append(append(args, s.gitConfigArgs(dir, 0)...), "upload-pack", "--stateless-rpc", dir)
+	return s.gitCommand(ctx, dir, args, append(gitEnv("version=2"), env...))
+}
+
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
@@ -308,9 +316,21 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	}
 
 	var inN, outN atomic.Int64
+	var toClient io.Writer = ch
+	// A v2 clone's fetch may be answered whole by the pack cache.
+	var v2 *v2Fetches
+	if service == UploadPack && c.s.packCache != nil && speaksV2(gitProtocol) {
+		v2 = newV2Fetches(ctx, c.s.packCache, dir, ch, ch.Stderr(), &outN, stdin)
+		toClient = v2
+	}
 	// Client to git; the client's EOF closes git's stdin. Not waited for:
 	// it ends when the channel closes.
 	go func() {
+		defer stdin.Close()
+		if v2 != nil {
+			v2.relay(ch, &inN)
+			return
+		}
 		b := c.getBuf()
 		defer bufPool.Put(b)
 		var dst io.Writer = stdin
@@ -318,18 +338,20 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 			dst = io.MultiWriter(pack, stdin)
 		}
 		copyCounting(dst, ch, *b, &inN)
-		stdin.Close()
 	}()
 	var copies sync.WaitGroup
 	for _, p := range []struct {
 		dst io.Writer
 		src io.Reader
-	}{{ch, stdout}, {ch.Stderr(), stderr}} {
+	}{{toClient, stdout}, {ch.Stderr(), stderr}} {
 		copies.Go(func() {
 			b := c.getBuf()
 			defer bufPool.Put(b)
 			if err := copyCounting(p.dst, p.src, *b, &outN); err != nil {
 				cancel() // the client is gone: nobody reads git's output
+			}
+			if p.dst == v2 {
+				v2.closeAnswers()
 			}
 		})
 	}
@@ -338,6 +360,8 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	in, out = inN.Load(), outN.Load()
 	var ee *exec.ExitError
 	switch {
+	case v2 != nil && v2.brokeOff():
+		return exitRefused, in, out, nil
 	case err == nil:
 		return 0, in, out, nil
 	case errors.As(err, &ee):

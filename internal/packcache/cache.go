@@ -67,6 +67,11 @@ type Config struct {
 	// Command returns "git ARGS" (ARGS as git upload-pack gives them) for the
 	// repository dir, ended when ctx is; the cache sets its stdio.
 	Command func(ctx context.Context, dir string, args []string) *exec.Cmd
+	// UploadPack returns "git ARGS upload-pack --stateless-rpc DIR" for the
+	// repository dir, speaking protocol v2, with env added to its
+	// environment, ended when ctx is: it answers one request read from stdin,
+	// for Response. nil: Response serves nothing.
+	UploadPack func(ctx context.Context, dir string, args, env []string) *exec.Cmd
 	// Turn, when set, is called before pack-objects runs for the repository
 	// dir (a miss or a bypass; a hit runs none) and waits for a turn to run
 	// it, telling the client on stderr if it has to wait. It returns the func
@@ -360,30 +365,18 @@ func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.R
 		c.m.requests.WithLabelValues(resultBypass).Inc()
 		return c.runUncached(ctx, dir, args, io.MultiReader(bytes.NewReader(in), stdin), stdout, stderr)
 	}
-	k := key(dir, args, in)
-	e, f, created, err := c.attach(k)
-	if err != nil {
-		c.cfg.Log.Error(err, "Failed to create a pack cache entry, running pack-objects uncached")
-		c.m.requests.WithLabelValues(resultBypass).Inc()
-		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
+	packObjects := producer{
+		command:  func(ctx context.Context) (*exec.Cmd, func()) { return c.cfg.Command(ctx, dir, args), func() {} },
+		waitTurn: true,
 	}
-	result := resultHit
-	if created {
-		result = resultMiss
-		pctx, cancel := context.WithCancel(c.ctx)
-		c.mu.Lock()
-		e.cancel = cancel
-		c.mu.Unlock()
-		c.wg.Go(func() { c.produce(pctx, e, dir, args, in, stderr) })
-	}
-	c.m.requests.WithLabelValues(result).Inc()
-	sent, err := e.streamTo(ctx, f, stdout)
-	f.Close()
-	c.detach(e)
-	c.m.servedBytes.WithLabelValues(result).Add(float64(sent))
+	sent, err := c.share(ctx, c.m.requests, key(dir, args, in), dir, packObjects, in, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errNoEntry):
+		c.cfg.Log.Error(err, "Failed to create a pack cache entry, running pack-objects uncached")
+		c.m.requests.WithLabelValues(resultBypass).Inc()
+		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
 	case errors.Is(err, errPackObjectsFailed) && sent == 0:
 		// Nothing reached this client yet: let it have its own run, which
 		// also shows it git's own error if the request was at fault.
@@ -402,6 +395,41 @@ func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.R
 		}
 		return 128
 	}
+}
+
+// errNoEntry wraps share's failure to create an entry (a disk error).
+var errNoEntry = errors.New("no cache entry")
+
+// producer is what fills an entry.
+type producer struct {
+	// command runs with the entry's file as stdout; done is called after.
+	command func(ctx context.Context) (cmd *exec.Cmd, done func())
+	// waitTurn: command runs pack-objects itself, so waits for a turn first.
+	waitTurn bool
+}
+
+// share streams the entry for k to w. When there is none yet it creates it
+// and runs p into it, with stdin; requests counts the result.
+func (c *Cache) share(ctx context.Context, requests *prometheus.CounterVec, k, dir string, p producer, stdin []byte, w, stderr io.Writer) (int64, error) {
+	e, f, created, err := c.attach(k)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errNoEntry, err)
+	}
+	result := resultHit
+	if created {
+		result = resultMiss
+		pctx, cancel := context.WithCancel(c.ctx)
+		c.mu.Lock()
+		e.cancel = cancel
+		c.mu.Unlock()
+		c.wg.Go(func() { c.produce(pctx, e, dir, p, stdin, stderr) })
+	}
+	requests.WithLabelValues(result).Inc()
+	sent, err := e.streamTo(ctx, f, w)
+	f.Close()
+	c.detach(e)
+	c.m.servedBytes.WithLabelValues(result).Add(float64(sent))
+	return sent, err
 }
 
 // attach finds the entry for k or creates it, and opens its file for reading.
@@ -446,10 +474,13 @@ func (c *Cache) detach(e *entry) {
 	}
 }
 
-// produce runs pack-objects into e's file, then names the file for good or
-// removes it.
-func (c *Cache) produce(ctx context.Context, e *entry, dir string, args []string, stdin []byte, stderr io.Writer) {
-	endTurn, err := c.turn(ctx, dir, ignoreErrors{stderr})
+// produce runs pack-objects (or, for Response, upload-pack) into e's file,
+// then names the file for good or removes it.
+func (c *Cache) produce(ctx context.Context, e *entry, dir string, p producer, stdin []byte, stderr io.Writer) {
+	endTurn, err := func() {}, error(nil)
+	if p.waitTurn {
+		endTurn, err = c.turn(ctx, dir, ignoreErrors{stderr})
+	}
 	if err != nil {
 		c.mu.Lock()
 		e.finish(err)
@@ -460,7 +491,8 @@ func (c *Cache) produce(ctx context.Context, e *entry, dir string, args []string
 	start := time.Now()
 	f, err := os.OpenFile(e.path, os.O_WRONLY, 0)
 	if err == nil {
-		cmd := c.cfg.Command(ctx, dir, args)
+		cmd, done := p.command(ctx)
+		defer done()
 		cmd.Stdin = bytes.NewReader(stdin)
 		cmd.Stdout = &entryWriter{e: e, f: f}
 		// The first client's progress messages; another writer than an
@@ -562,7 +594,7 @@ func (e *entry) finish(err error) {
 }
 
 // streamTo copies e's pack from f to w as pack-objects writes it.
-func (e *entry) streamTo(ctx context.Context, f, w *os.File) (int64, error) {
+func (e *entry) streamTo(ctx context.Context, f *os.File, w io.Writer) (int64, error) {
 	var off int64
 	s := sender{w: w, f: f}
 	for {
@@ -591,20 +623,24 @@ func (e *entry) streamTo(ctx context.Context, f, w *os.File) (int64, error) {
 // sender writes ranges of a cached pack to a hook's stdout, upload-pack's
 // pipe. splice(2) moves the file's pages into the pipe: no copy of each byte
 // into this process and out again, which was most of what a cache hit cost
-// gitssh itself. A stdout that is not a pipe gets read and write.
+// gitssh itself. A writer that is not a pipe gets read and write.
 type sender struct {
-	w, f   *os.File
+	w      io.Writer
+	f      *os.File
 	noPipe bool
 	buf    []byte
 }
 
 func (s *sender) send(off, n int64) (int64, error) {
-	if !s.noPipe {
-		done, err := s.splice(off, n)
+	if pipe, ok := s.w.(*os.File); ok && !s.noPipe {
+		done, err := s.splice(pipe, off, n)
 		if !errors.Is(err, unix.EINVAL) || done > 0 {
 			return done, err
 		}
-		s.noPipe, s.buf = true, make([]byte, 256<<10)
+		s.noPipe = true
+	}
+	if s.buf == nil {
+		s.buf = make([]byte, 256<<10)
 	}
 	m, err := s.f.ReadAt(s.buf[:min(int64(len(s.buf)), n)], off)
 	if m > 0 {
@@ -618,11 +654,11 @@ func (s *sender) send(off, n int64) (int64, error) {
 	return int64(m), err
 }
 
-func (s *sender) splice(off, n int64) (int64, error) {
+func (s *sender) splice(pipe *os.File, off, n int64) (int64, error) {
 	start, end := off, off+n
 	for off < end {
 		// off advances by what was moved; the pipe takes up to its capacity at a time.
-		m, err := unix.Splice(int(s.f.Fd()), &off, int(s.w.Fd()), nil, int(min(end-off, 1<<30)), 0)
+		m, err := unix.Splice(int(s.f.Fd()), &off, int(pipe.Fd()), nil, int(min(end-off, 1<<30)), 0)
 		switch {
 		case err == unix.EINTR:
 		case err != nil:

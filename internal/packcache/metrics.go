@@ -16,6 +16,7 @@ const (
 
 type metrics struct {
 	requests       *prometheus.CounterVec // result
+	responses      *prometheus.CounterVec // result
 	servedBytes    *prometheus.CounterVec // result
 	generatedBytes prometheus.Counter
 	runDuration    prometheus.Histogram
@@ -31,13 +32,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gitssh_pack_cache_requests_total",
 			Help: "git pack-objects requests of upload-pack, by result: hit (served from the cache), miss (ran pack-objects into the cache) or bypass (ran uncached).",
 		}, []string{"result"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitssh_pack_cache_responses_total",
+			Help: "Protocol v2 fetch requests the cache could answer whole (a clone, or a fetch's last round, after the refs were listed), by result: hit (served from the cache, no git process), miss (ran upload-pack into the cache) or bypass (left to the session's upload-pack).",
+		}, []string{"result"}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_pack_cache_served_bytes_total",
-			Help: "Pack bytes sent to upload-pack from the cache, by result: hit or miss.",
+			Help: "Bytes sent from the cache, packs to upload-pack and whole fetch responses to clients, by result: hit or miss.",
 		}, []string{"result"}),
 		generatedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitssh_pack_cache_generated_bytes_total",
-			Help: "Pack bytes git pack-objects wrote into the cache.",
+			Help: "Bytes written into the cache: packs by git pack-objects, and whole fetch answers by upload-pack.",
 		}),
 		runDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gitssh_pack_cache_pack_objects_duration_seconds",
@@ -65,6 +70,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	// Every series from the start, at 0, as the SSH server's.
 	for _, r := range []string{resultHit, resultMiss, resultBypass} {
 		m.requests.WithLabelValues(r)
+		m.responses.WithLabelValues(r)
 	}
 	for _, r := range []string{resultHit, resultMiss} {
 		m.servedBytes.WithLabelValues(r)
@@ -76,6 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return m
 	}
 	m.requests = promreg.Register(reg, m.requests)
+	m.responses = promreg.Register(reg, m.responses)
 	m.servedBytes = promreg.Register(reg, m.servedBytes)
 	m.generatedBytes = promreg.Register(reg, m.generatedBytes)
 	m.runDuration = promreg.Register(reg, m.runDuration)
