@@ -212,7 +212,7 @@ func (r *GitProjectReconciler) provision(ctx context.Context, project *gitsshv1a
 // addressHolder returns the GitProject that holds this project's OWNER/PROJECT.
 func (r *GitProjectReconciler) addressHolder(ctx context.Context, project *gitsshv1alpha1.GitProject) (client.Object, error) {
 	var claimants gitsshv1alpha1.GitProjectList
-	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
+	if err := r.Client.List(ctx, &claimants, client.InNamespace(project.Namespace), client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
 		return nil, err
 	}
 	return oldest(ptrs(claimants.Items)), nil
@@ -267,7 +267,7 @@ func (r *GitProjectReconciler) finalize(ctx context.Context, project *gitsshv1al
 // OWNER/PROJECT, counting itself although it is being deleted.
 func (r *GitProjectReconciler) ownsRepository(ctx context.Context, project *gitsshv1alpha1.GitProject) (bool, error) {
 	var claimants gitsshv1alpha1.GitProjectList
-	if err := r.Client.List(ctx, &claimants, client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
+	if err := r.Client.List(ctx, &claimants, client.InNamespace(project.Namespace), client.MatchingFields{projectAddressIndex: projectAddress(project)}); err != nil {
 		return false, err
 	}
 	winner := oldestOf(ptrs(claimants.Items), true)

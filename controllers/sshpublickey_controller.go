@@ -154,7 +154,7 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 	}
 
 	var holders gitsshv1alpha1.SSHPublicKeyList
-	if err := r.Client.List(ctx, &holders, client.MatchingFields{keyFingerprintIndex: parsed.Fingerprint}); err != nil {
+	if err := r.Client.List(ctx, &holders, client.InNamespace(key.Namespace), client.MatchingFields{keyFingerprintIndex: parsed.Fingerprint}); err != nil {
 		return metav1.Condition{}, nil, err
 	}
 	lost, next := r.lostClaim(key, parsed.Fingerprint, expires, ptrs(holders.Items), now)
@@ -245,7 +245,7 @@ func (r *SSHPublicKeyReconciler) projectNotFound(ctx context.Context, key *gitss
 		return nil, nil
 	}
 	var projects gitsshv1alpha1.GitProjectList
-	if err := r.Client.List(ctx, &projects, client.MatchingFields{projectAddressIndex: key.Spec.Project}); err != nil {
+	if err := r.Client.List(ctx, &projects, client.InNamespace(key.Namespace), client.MatchingFields{projectAddressIndex: key.Spec.Project}); err != nil {
 		return nil, err
 	}
 	if oldest(ptrs(projects.Items)) != nil {
@@ -259,7 +259,7 @@ func (r *SSHPublicKeyReconciler) projectNotFound(ctx context.Context, key *gitss
 }
 
 func (r *SSHPublicKeyReconciler) deployKeysOfProject(ctx context.Context, obj client.Object) []reconcile.Request {
-	return indexed(ctx, r.Client, &gitsshv1alpha1.SSHPublicKeyList{}, deployProjectIndex, projectAddress(obj.(*gitsshv1alpha1.GitProject)))
+	return indexed(ctx, r.Client, &gitsshv1alpha1.SSHPublicKeyList{}, deployProjectIndex, projectAddress(obj.(*gitsshv1alpha1.GitProject)), obj.GetNamespace())
 }
 
 func keyRef(key *gitsshv1alpha1.SSHPublicKey) authorizer.ObjectRef {
