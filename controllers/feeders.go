@@ -4,14 +4,10 @@ import (
 	"context"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
@@ -21,57 +17,33 @@ import (
 // The feeders run on every replica, without leader election: each SSH pod keeps its own
 // in-memory Authorizer equal to the API's SSHPublicKey and GitProject objects, so a login
 // never asks the API server anything. They write nothing to the API.
+//
+// They are event handlers on the cache's informers rather than controllers: feeding one
+// object is a map update, which needs neither a workqueue (whose maps would keep the size
+// of the first sync, 10,000 keys, for as long as the process runs) nor a copy of the object.
 
 // +kubebuilder:rbac:groups=gitssh.dev,resources=sshpublickeys;gitprojects,verbs=get;list;watch
 
 // SSHPublicKeyFeeder indexes every usable SSHPublicKey in the Authorizer and removes the
 // others.
 type SSHPublicKeyFeeder struct {
-	Client     client.Client
 	Authorizer *authorizer.Authorizer
 	// MaxKeyLifetime ends every key that long after its creation at the latest; 0: no
 	// maximum. The authorizer checks the instant at each login.
 	MaxKeyLifetime time.Duration
+
+	fed toolscache.ResourceEventHandlerRegistration
 }
 
-// SetupWithManager registers the feeder with mgr.
-func (f *SSHPublicKeyFeeder) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("sshpublickey-feeder").
-		For(&gitsshv1alpha1.SSHPublicKey{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Complete(f)
+// SetupWithManager feeds the keys in mgr's cache, as they are added, changed and deleted.
+func (f *SSHPublicKeyFeeder) SetupWithManager(mgr ctrl.Manager) (err error) {
+	f.fed, err = feedFrom(mgr, &gitsshv1alpha1.SSHPublicKey{}, "sshpublickey-feeder", f.feed, f.Authorizer.RemoveKey, "key")
+	return err
 }
 
-// Reconcile feeds one SSHPublicKey into the Authorizer.
-func (f *SSHPublicKeyFeeder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var key gitsshv1alpha1.SSHPublicKey
-	if err := f.Client.Get(ctx, req.NamespacedName, &key); err != nil {
-		if apierrors.IsNotFound(err) {
-			f.Authorizer.RemoveKey(authorizer.ObjectRef{Namespace: req.Namespace, Name: req.Name})
-			log.FromContext(ctx).V(1).Info("Removed deleted key from the authorizer")
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{}, err
-	}
-	f.feed(&key)
-	return ctrl.Result{}, nil
-}
-
-// LoadAll feeds every SSHPublicKey in the cache; the SSH server calls it before it accepts
-// its first connection, so that a restarted pod does not refuse valid keys while its
-// reconcile queue drains.
-func (f *SSHPublicKeyFeeder) LoadAll(ctx context.Context) error {
-	var keys gitsshv1alpha1.SSHPublicKeyList
-	// feed only reads: the cache's own objects spare a copy of every key at start-up.
-	if err := f.Client.List(ctx, &keys, client.UnsafeDisableDeepCopy); err != nil {
-		return err
-	}
-	for _, key := range ptrs(keys.Items) {
-		f.feed(key)
-	}
-	return nil
-}
+// LoadAll returns once every key in the cache at start-up is fed; the SSH server calls it
+// before it accepts its first connection, so that a restarted pod does not refuse valid keys.
+func (f *SSHPublicKeyFeeder) LoadAll(ctx context.Context) error { return waitFed(ctx, f.fed) }
 
 func (f *SSHPublicKeyFeeder) feed(key *gitsshv1alpha1.SSHPublicKey) {
 	ref := authorizer.ObjectRef{Namespace: key.Namespace, Name: key.Name}
@@ -93,45 +65,67 @@ func (f *SSHPublicKeyFeeder) feed(key *gitsshv1alpha1.SSHPublicKey) {
 
 // GitProjectFeeder indexes every GitProject in the Authorizer.
 type GitProjectFeeder struct {
-	Client     client.Client
 	Authorizer *authorizer.Authorizer
 	Store      repostore.Store
+
+	fed toolscache.ResourceEventHandlerRegistration
 }
 
-// SetupWithManager registers the feeder with mgr.
-func (f *GitProjectFeeder) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("gitproject-feeder").
-		For(&gitsshv1alpha1.GitProject{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Complete(f)
+// SetupWithManager feeds the projects in mgr's cache, as they are added, changed and deleted.
+func (f *GitProjectFeeder) SetupWithManager(mgr ctrl.Manager) (err error) {
+	f.fed, err = feedFrom(mgr, &gitsshv1alpha1.GitProject{}, "gitproject-feeder", f.feed, f.Authorizer.RemoveProject, "project")
+	return err
 }
 
-// Reconcile feeds one GitProject into the Authorizer.
-func (f *GitProjectFeeder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var project gitsshv1alpha1.GitProject
-	if err := f.Client.Get(ctx, req.NamespacedName, &project); err != nil {
-		if apierrors.IsNotFound(err) {
-			f.Authorizer.RemoveProject(authorizer.ObjectRef{Namespace: req.Namespace, Name: req.Name})
-			log.FromContext(ctx).V(1).Info("Removed deleted project from the authorizer")
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{}, err
+// LoadAll returns once every project in the cache at start-up is fed; see
+// SSHPublicKeyFeeder.LoadAll.
+func (f *GitProjectFeeder) LoadAll(ctx context.Context) error { return waitFed(ctx, f.fed) }
+
+// feedFrom calls feed with every object of obj's kind in mgr's cache when it is added and
+// when its generation changes (status writes leave the authorizer's view alone), and
+// remove when it is deleted, in the order the informer sees them. feed only reads the
+// object: it is the cache's own.
+func feedFrom[T client.Object](mgr ctrl.Manager, obj T, name string, feed func(T), remove func(authorizer.ObjectRef), what string) (toolscache.ResourceEventHandlerRegistration, error) {
+	informer, err := mgr.GetCache().GetInformer(context.Background(), obj, cache.BlockUntilSynced(false))
+	if err != nil {
+		return nil, err
 	}
-	f.feed(&project)
-	return ctrl.Result{}, nil
+	logger := mgr.GetLogger().WithName(name)
+	return informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if o, ok := obj.(T); ok {
+				feed(o)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok := oldObj.(T)
+			o, ok2 := newObj.(T)
+			if ok && ok2 && old.GetGeneration() != o.GetGeneration() {
+				feed(o)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			// A tombstone (a deletion the watch missed) has the key only for sure.
+			key, err := toolscache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+			if err != nil {
+				return
+			}
+			namespace, objName, _ := toolscache.SplitMetaNamespaceKey(key)
+			remove(authorizer.ObjectRef{Namespace: namespace, Name: objName})
+			logger.V(1).Info("Removed deleted "+what+" from the authorizer", "namespace", namespace, "name", objName)
+		},
+	})
 }
 
-// LoadAll feeds every GitProject in the cache; see SSHPublicKeyFeeder.LoadAll.
-func (f *GitProjectFeeder) LoadAll(ctx context.Context) error {
-	var projects gitsshv1alpha1.GitProjectList
-	if err := f.Client.List(ctx, &projects, client.UnsafeDisableDeepCopy); err != nil {
-		return err
+// waitFed returns once the handler has been called with every object the cache listed at
+// start-up.
+func waitFed(ctx context.Context, fed toolscache.ResourceEventHandlerRegistration) error {
+	select {
+	case <-fed.HasSyncedChecker().Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for _, project := range ptrs(projects.Items) {
-		f.feed(project)
-	}
-	return nil
 }
 
 func (f *GitProjectFeeder) feed(project *gitsshv1alpha1.GitProject) {

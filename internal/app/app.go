@@ -232,8 +232,8 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return err
 	}
-	keyFeeder := &controllers.SSHPublicKeyFeeder{Client: mgr.GetClient(), Authorizer: authz, MaxKeyLifetime: opts.MaxKeyLifetime}
-	projectFeeder := &controllers.GitProjectFeeder{Client: mgr.GetClient(), Authorizer: authz, Store: store}
+	keyFeeder := &controllers.SSHPublicKeyFeeder{Authorizer: authz, MaxKeyLifetime: opts.MaxKeyLifetime}
+	projectFeeder := &controllers.GitProjectFeeder{Authorizer: authz, Store: store}
 	loaders := []loader{keyFeeder, projectFeeder}
 	if trustedCAs != nil {
 		if err := trustedCAs.SetupWithManager(mgr); err != nil {
