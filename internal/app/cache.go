@@ -1,7 +1,12 @@
 package app
 
 import (
+	"unique"
+
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
 
 // lastAppliedAnnotation is where `kubectl apply` (client-side) keeps the whole object it
@@ -17,6 +22,10 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // copies of a cached object (neither has the fields, so the patch does not touch them)
 // and with server-side apply of objects built from scratch, never with an Update of a
 // cached object.
+//
+// It also makes the objects share the strings that thousands of them hold alike (the
+// namespace, condition types, statuses and reasons, users, owners, key types): decoded,
+// each object has a copy of its own.
 func stripForCache(in any) (any, error) {
 	obj, err := meta.Accessor(in)
 	if err != nil {
@@ -36,5 +45,36 @@ func stripForCache(in any) (any, error) {
 			obj.SetAnnotations(a)
 		}
 	}
+	obj.SetNamespace(unique.Make(obj.GetNamespace()).Value())
+	switch o := in.(type) {
+	case *gitsshv1alpha1.SSHPublicKey:
+		intern(&o.Spec.User)
+		intern(&o.Spec.Project)
+		intern(&o.Spec.Access)
+		intern(&o.Status.KeyType)
+		internConditions(o.Status.Conditions)
+	case *gitsshv1alpha1.GitProject:
+		intern(&o.Spec.Owner)
+		intern(&o.Spec.Visibility)
+		intern(&o.Spec.DefaultBranch)
+		intern(&o.Spec.DeletionPolicy)
+		for i := range o.Spec.Members {
+			intern(&o.Spec.Members[i].User)
+			intern(&o.Spec.Members[i].Role)
+		}
+		internConditions(o.Status.Conditions)
+	}
 	return in, nil
+}
+
+// intern replaces *s with the one copy of its value that the process keeps.
+func intern[T ~string](s *T) { *s = unique.Make(*s).Value() }
+
+func internConditions(conditions []metav1.Condition) {
+	for i := range conditions {
+		c := &conditions[i]
+		intern(&c.Type)
+		intern(&c.Status)
+		intern(&c.Reason)
+	}
 }

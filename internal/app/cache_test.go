@@ -1,7 +1,9 @@
 package app
 
 import (
+	"encoding/json"
 	"testing"
+	"unsafe"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,4 +46,30 @@ func TestStripForCache(t *testing.T) {
 	out, err := stripForCache("not an object")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(out).To(Equal("not an object"))
+}
+
+// Objects decoded apart share, once transformed, the strings they hold alike, and keep
+// every value.
+func TestStripForCacheSharesStrings(t *testing.T) {
+	g := NewWithT(t)
+	const doc = `{"metadata":{"name":"k","namespace":"team-a"},"spec":{"user":"alice","publicKey":"ssh-ed25519 AAAA"},
+		"status":{"keyType":"ssh-ed25519","conditions":[{"type":"Ready","status":"True","reason":"KeyRegistered","message":"m"}]}}`
+	var keys [2]*gitsshv1alpha1.SSHPublicKey
+	for i := range keys {
+		keys[i] = &gitsshv1alpha1.SSHPublicKey{}
+		g.Expect(json.Unmarshal([]byte(doc), keys[i])).To(Succeed())
+		want := keys[i].DeepCopy()
+		_, err := stripForCache(keys[i])
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(keys[i]).To(Equal(want))
+	}
+	a, b := keys[0], keys[1]
+	for name, pair := range map[string][2]string{
+		"namespace": {a.Namespace, b.Namespace},
+		"user":      {a.Spec.User, b.Spec.User},
+		"keyType":   {a.Status.KeyType, b.Status.KeyType},
+		"reason":    {a.Status.Conditions[0].Reason, b.Status.Conditions[0].Reason},
+	} {
+		g.Expect(unsafe.StringData(pair[0])).To(BeIdenticalTo(unsafe.StringData(pair[1])), name)
+	}
 }
