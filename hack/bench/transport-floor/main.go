@@ -4,8 +4,10 @@
 // with OpenSSL's chacha20 is in the same range) and one write(2) per packet
 // into a loopback TCP socket, whose receive side the kernel mostly runs on
 // the sender's CPU. Nothing else: no git, no pipes, no SSH framing or window.
-// It bounds how far under OpenSSH's server CPU any server can go in the
-// benchmarks of hack/bench/README.md. Loopback only.
+// The client's reads are another process's CPU, as in the benchmarks: the
+// reading end is a child process. It bounds how far under OpenSSH's server
+// CPU any server can go in the benchmarks of hack/bench/README.md. Loopback
+// only.
 //
 //	go run ./hack/bench/transport-floor -mib 97 -rounds 5
 package main
@@ -18,6 +20,8 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"syscall"
 	"time"
@@ -26,19 +30,27 @@ import (
 func main() {
 	mib := flag.Int("mib", 97, "bytes to send per round, in MiB")
 	rounds := flag.Int("rounds", 5, "rounds per variant; medians are printed")
+	sink := flag.String("sink", "", "internal: read from this address until EOF (the client)")
 	flag.Parse()
+	if *sink != "" {
+		c, err := net.Dial("tcp", *sink)
+		if err != nil {
+			log.Fatal(err)
+		}
+		io.Copy(io.Discard, c)
+		return
+	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			io.Copy(io.Discard, c)
-		}
-	}()
-	conn, err := net.Dial("tcp", l.Addr().String())
+	client := exec.Command(os.Args[0], "-sink", l.Addr().String())
+	client.Stderr = os.Stderr
+	if err := client.Start(); err != nil {
+		log.Fatal(err)
+	}
+	conn, err := l.Accept()
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -50,9 +62,9 @@ func main() {
 	sealed := make([]byte, 0, packet+gcm.Overhead())
 	nonce := make([]byte, gcm.NonceSize())
 	total := *mib << 20
-	// Only sealing, only writing, then both: CPU of this whole process (the
-	// reading goroutine included, as the kernel charges loopback's receive
-	// side to the sender anyway).
+	// Only sealing, only writing, then both: CPU of this process, the
+	// server (with loopback's receive processing, which the kernel mostly
+	// charges to the sender).
 	variants := []struct {
 		name        string
 		seal, write bool
@@ -75,6 +87,8 @@ func main() {
 			results[i] = append(results[i], processCPU()-before)
 		}
 	}
+	conn.Close()
+	client.Wait()
 	for i, v := range variants {
 		slices.Sort(results[i])
 		med := results[i][len(results[i])/2]
