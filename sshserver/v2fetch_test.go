@@ -141,3 +141,43 @@ func TestFetchResponseOutlivesItsFirstClient(t *testing.T) {
 	g.Expect(ce.cachedPacks()).To(HaveLen(2), "the pack and the answer")
 	g.Expect(ce.packObjectsRuns()).To(Equal(1))
 }
+
+// Which fetches the cache may answer whole, given the ls-refs before them.
+func TestFetchCacheable(t *testing.T) {
+	req := func(command string, args ...string) request {
+		raw := pkt("command="+command+"\n") + pkt("agent=git/2.39.5\n") + "0001"
+		for _, a := range args {
+			raw += pkt(a + "\n")
+		}
+		return parseRequest([]byte(raw + "0000"))
+	}
+	cloneLsRefs := req("ls-refs", "peel", "symrefs", "ref-prefix HEAD", "ref-prefix refs/heads/", "ref-prefix refs/tags/")
+	branchLsRefs := req("ls-refs", "ref-prefix refs/heads/main")
+	want := "want " + strings.Repeat("a", 40)
+	for _, tc := range []struct {
+		name   string
+		fetch  request
+		lsRefs request
+		ok     bool
+	}{
+		{"clone", req("fetch", "thin-pack", "ofs-delta", want, "done"), cloneLsRefs, true},
+		{"shallow, filtered", req("fetch", want, "deepen 1", "filter blob:none", "done"), cloneLsRefs, true},
+		{"haves, last round", req("fetch", want, "have "+strings.Repeat("b", 40), "done"), cloneLsRefs, true},
+		{"a negotiation round", req("fetch", want, "have "+strings.Repeat("b", 40)), cloneLsRefs, false},
+		{"want-ref", req("fetch", "want-ref refs/heads/main", "done"), cloneLsRefs, false},
+		{"deepen-not", req("fetch", want, "deepen-not refs/heads/old", "done"), cloneLsRefs, false},
+		{"packfile URIs", req("fetch", want, "packfile-uris https", "done"), cloneLsRefs, false},
+		{"tags followed, all listed", req("fetch", want, "include-tag", "done"), cloneLsRefs, true},
+		{"tags followed, none listed", req("fetch", want, "include-tag", "done"), branchLsRefs, false},
+		{"tags followed, no prefix", req("fetch", want, "include-tag", "done"), req("ls-refs", "peel"), true},
+		{"tags followed, refs/ listed", req("fetch", want, "include-tag", "done"), req("ls-refs", "ref-prefix refs/"), true},
+		{"no tags, one branch", req("fetch", want, "done"), branchLsRefs, true},
+	} {
+		if tc.fetch.command != "fetch" {
+			t.Fatalf("%s: parsed command %q", tc.name, tc.fetch.command)
+		}
+		if got := tc.fetch.cacheable(tc.lsRefs); got != tc.ok {
+			t.Errorf("%s: cacheable = %v, want %v (args %q)", tc.name, got, tc.ok, tc.fetch.args)
+		}
+	}
+}
