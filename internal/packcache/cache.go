@@ -382,18 +382,22 @@ func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.R
 		// also shows it git's own error if the request was at fault.
 		c.m.requests.WithLabelValues(resultBypass).Inc()
 		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
-	case errors.As(err, new(*noTurnError)):
-		// The run this request waited for never got a turn: every client
-		// of it learns why.
-		if ctx.Err() == nil {
-			fmt.Fprintf(stderr, "gitssh: %v\n", err)
-		}
-		return 128
 	default:
-		if ctx.Err() == nil {
-			c.cfg.Log.Error(err, "Failed to serve a pack from the cache", "bytesSent", sent)
-		}
+		c.reportFailure(ctx, err, sent, stderr, "a pack")
 		return 128
+	}
+}
+
+// reportFailure says why a request could not be served from its entry, unless
+// its client is gone: to the client when the run it waited for never got a
+// turn (every client of that run learns why), else to the log.
+func (c *Cache) reportFailure(ctx context.Context, err error, sent int64, stderr io.Writer, what string) {
+	switch {
+	case ctx.Err() != nil:
+	case errors.As(err, new(*noTurnError)):
+		fmt.Fprintf(stderr, "gitssh: %v\n", err)
+	default:
+		c.cfg.Log.Error(err, "Failed to serve "+what+" from the cache", "bytesSent", sent)
 	}
 }
 

@@ -3,7 +3,6 @@ package packcache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os/exec"
 )
@@ -21,9 +20,9 @@ var ErrNotServed = errors.New("fetch response not served from the pack cache")
 //
 // The first request for a key runs Config.UploadPack with request on its
 // stdin into a new entry (its pack-objects goes through the hook, the cache
-// and a turn as any other); the entry is kept only when upload-pack exits 0. Every request, the
-// first too, reads the entry as it grows, so no client waits for another
-// to read.
+// and a turn as any other); the entry is kept only when upload-pack exits 0.
+// Every request, the first too, reads the entry as it grows, so no client
+// waits for another to read.
 //
 // The key is the repository, request and depends: what else the response
 // depends on that request does not say. The caller speaks the protocol and
@@ -54,15 +53,8 @@ func (c *Cache) Response(ctx context.Context, dir string, depends []string, requ
 		}
 		c.m.responses.WithLabelValues(resultBypass).Inc()
 		return 0, ErrNotServed
-	case errors.As(err, new(*noTurnError)):
-		if ctx.Err() == nil {
-			fmt.Fprintf(stderr, "gitssh: %v\n", err)
-		}
-		return sent, err
 	default:
-		if ctx.Err() == nil {
-			c.cfg.Log.Error(err, "Failed to serve a fetch response from the cache", "bytesSent", sent)
-		}
+		c.reportFailure(ctx, err, sent, stderr, "a fetch response")
 		return sent, err
 	}
 }
