@@ -68,7 +68,7 @@ func TestHookBeside(t *testing.T) {
 	g.Expect(hookBeside(exe)).To(Equal(hook))
 }
 
-// streamTo follows a growing pack into a pipe (spliced) and into anything
+// streamTo follows a pack growing as watchGrowth sees it into a pipe (spliced) and into anything
 // else (read and written), and ends with the writer.
 func TestStreamToFollowsTheWriter(t *testing.T) {
 	for _, dest := range []string{"pipe", "file"} {
@@ -109,13 +109,14 @@ func TestStreamToFollowsTheWriter(t *testing.T) {
 				n, err := e.streamTo(context.Background(), f, out)
 				sent <- result{n, err}
 			}()
-			ew := &entryWriter{e: e, f: w}
+			stopWatching := e.watchGrowth(w)
 			for rest := want; len(rest) > 0; {
 				n := min(len(rest), 100_000)
-				_, err := ew.Write(rest[:n])
+				_, err := w.Write(rest[:n])
 				g.Expect(err).NotTo(HaveOccurred())
 				rest = rest[n:]
 			}
+			stopWatching()
 			g.Expect(w.Close()).To(Succeed())
 			e.finish(nil)
 			g.Expect(<-sent).To(Equal(result{int64(len(want)), nil}))
