@@ -631,15 +631,37 @@ func (e *entry) streamTo(ctx context.Context, f *os.File, w io.Writer) (int64, e
 	}
 }
 
-// sender writes ranges of a cached pack to a hook's stdout, upload-pack's
-// pipe. splice(2) moves the file's pages into the pipe: no copy of each byte
-// into this process and out again, which was most of what a cache hit cost
-// gitssh itself. A writer that is not a pipe gets read and write.
+// sender writes ranges of a cached entry to its reader: a hook's stdout,
+// upload-pack's pipe, or a client's SSH channel. splice(2) moves the file's
+// pages into a pipe: no copy of each byte into this process and out again,
+// which was most of what a cache hit cost gitssh itself. Any other writer
+// gets the file mapped (see sendMapped), or read where it cannot be.
 type sender struct {
 	w      io.Writer
 	f      *os.File
 	noPipe bool
+	noMmap bool
 	buf    []byte
+}
+
+// mapChunk is how much of an entry sendMapped maps at a time.
+const mapChunk = 2 << 20
+
+// sendMapped writes up to mapChunk bytes from off, mapped from the file
+// rather than read into a buffer: the writer (x/crypto's channel) copies
+// them into its packets anyway, so a read would be one more copy of every
+// byte. An entry's file is only ever appended to and renamed or removed,
+// never truncated, so the mapped range, all written, stays valid.
+func (s *sender) sendMapped(off, n int64) (int64, error) {
+	start := off &^ int64(os.Getpagesize()-1)
+	n = min(n, mapChunk)
+	m, err := unix.Mmap(int(s.f.Fd()), start, int(off-start+n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Munmap(m)
+	written, err := s.w.Write(m[off-start:])
+	return int64(written), err
 }
 
 func (s *sender) send(off, n int64) (int64, error) {
@@ -649,6 +671,13 @@ func (s *sender) send(off, n int64) (int64, error) {
 			return done, err
 		}
 		s.noPipe = true
+	}
+	if !s.noMmap {
+		done, err := s.sendMapped(off, n)
+		if err == nil || done > 0 {
+			return done, err
+		}
+		s.noMmap = true
 	}
 	if s.buf == nil {
 		s.buf = make([]byte, 256<<10)

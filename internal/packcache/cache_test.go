@@ -68,8 +68,9 @@ func TestHookBeside(t *testing.T) {
 	g.Expect(hookBeside(exe)).To(Equal(hook))
 }
 
-// streamTo follows a pack growing as watchGrowth sees it into a pipe (spliced) and into anything
-// else (read and written), and ends with the writer.
+// streamTo follows a pack growing as watchGrowth sees it into a pipe
+// (spliced) and into anything else (mapped and written), and ends with the
+// writer.
 func TestStreamToFollowsTheWriter(t *testing.T) {
 	for _, dest := range []string{"pipe", "file"} {
 		t.Run(dest, func(t *testing.T) {
@@ -123,4 +124,27 @@ func TestStreamToFollowsTheWriter(t *testing.T) {
 			g.Expect(bytes.Equal(got(), want)).To(BeTrue())
 		})
 	}
+}
+
+// Where the file cannot be mapped, the sender reads it.
+func TestSenderReadsWhatItCannotMap(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	want := make([]byte, 3<<20+17)
+	rand.Read(want)
+	path := filepath.Join(dir, "1.pack")
+	g.Expect(os.WriteFile(path, want, 0o600)).To(Succeed())
+	f, err := os.Open(path)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+
+	var got bytes.Buffer
+	s := sender{w: &got, f: f, noMmap: true}
+	for off := int64(0); off < int64(len(want)); {
+		n, err := s.send(off, int64(len(want))-off)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(n).To(BeNumerically(">", 0))
+		off += n
+	}
+	g.Expect(bytes.Equal(got.Bytes(), want)).To(BeTrue())
 }
