@@ -11,7 +11,7 @@
 #                          a cipher forced on the client for both servers, e.g.
 #                          "default chacha20-poly1305@openssh.com aes128-gcm@openssh.com aes128-ctr"
 #                          (BENCH_CIPHER=X is BENCH_CIPHERS=X)
-#   BENCH_CASES="big small push-big push-small ls-remote ls-remote-10k parallel";
+#   BENCH_CASES="big big-cached small push-big push-small ls-remote ls-remote-10k parallel";
 #                          "fanout" (30 parallel clones of one new commit of a ~100 MB
 #                          repository, OpenSSH and gitssh with the pack cache off and on)
 #                          runs only when named, and only with the "default" cipher
@@ -27,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUNS=${RUNS:-7}
 OUT=$(mkdir -p "${BENCH_OUT:-hack/bench/out}" && cd "${BENCH_OUT:-hack/bench/out}" && pwd)
-CASES=${BENCH_CASES:-big small push-big push-small ls-remote ls-remote-10k parallel}
+CASES=${BENCH_CASES:-big big-cached small push-big push-small ls-remote ls-remote-10k parallel}
 CIPHERS=${BENCH_CIPHERS:-${BENCH_CIPHER:-default}}
 PARALLEL=20
 REPOS=$OUT/repos # REPOS/bench/{big,small}.git
@@ -182,7 +182,9 @@ start_gitssh_at gitssh-all "$OUT/keys/client.pub" "$GITSSH_ALL_PORT" -ciphers "$
 GITSSH10K_PORT=$(free_port)
 start_gitssh_at gitssh-10k "$OUT/keys/authorized_keys_10001" "$GITSSH10K_PORT"
 GITSSHCACHE_PORT=$(free_port)
-start_gitssh_at gitssh-cache "$OUT/keys/client.pub" "$GITSSHCACHE_PORT" -pack-cache-dir "$WORK/pack-cache" "${GITSSH_FLAGS[@]}"
+# Its own cache directory last, so that a -pack-cache-dir in BENCH_GITSSH_FLAGS (for the
+# gitssh server) does not make two servers share one: each empties it at start.
+start_gitssh_at gitssh-cache "$OUT/keys/client.pub" "$GITSSHCACHE_PORT" "${GITSSH_FLAGS[@]}" -pack-cache-dir "$WORK/pack-cache"
 
 git_client "$OUT/keys/client" "$WORK/home"
 SSH_BASE=$GIT_SSH_COMMAND
@@ -242,6 +244,7 @@ run_case() { # CASE SERVER -> prints seconds
 	t0=$(now)
 	case $c in
 	big | small) git clone -q --bare "$(url "$s" "$c")" "$d/x.git" ;;
+	big-cached) git clone -q --bare "$(url "${s/gitssh/gitssh-cache}" big)" "$d/x.git" ;;
 	push-big | push-small) git -C "$OUT/src/${c#push-}.git" push -q "$(url "$s" "push-$s")" 'refs/heads/*:refs/heads/*' ;;
 	ls-remote) git ls-remote "$(url "$s" small)" >/dev/null ;;
 	ls-remote-10k) git ls-remote "$(url "$s-10k" small)" >/dev/null ;;
@@ -263,6 +266,7 @@ run_case() { # CASE SERVER -> prints seconds
 label() {
 	case $1 in
 	big) echo "clone --bare, big repo (${BIG_MB} MB, 40 random 5 MiB blobs)" ;;
+	big-cached) echo "clone --bare, big repo again (gitssh: pack cache on, a hit)" ;;
 	small) echo "clone --bare, small-objects repo (${SMALL_MB} MB, 20,000 files, 400 commits)" ;;
 	push-big) echo "push of the big repo into an empty one" ;;
 	push-small) echo "push of the small-objects repo into an empty one" ;;
@@ -346,7 +350,7 @@ for cipher in $CIPHERS; do
 	for c in $CASES; do
 		[[ $c == fanout ]] && continue
 		label "$c" >/dev/null
-		[[ $cipher == default || $c != *ls-remote* && $c != parallel ]] || continue # connection cases: default only
+		[[ $cipher == default || $c != *ls-remote* && $c != parallel && $c != big-cached ]] || continue # connection and cache cases: default only
 		k=$c@$cipher
 		ROWS+=("$k")
 		log "case $c, cipher $cipher ($CIPHER_OPENSSH / $CIPHER_GITSSH): $RUNS runs per server, interleaved"
@@ -358,6 +362,7 @@ for cipher in $CIPHERS; do
 		[[ $c == *-10k ]] && sfx=-10k || sfx=
 		gname=$(gitssh_name)
 		[[ -n $sfx ]] && gname=gitssh-10k
+		[[ $c == big-cached ]] && gname=gitssh-cache
 		sleep 0.5 # let sshd reap its children
 		o0=$(cpu "${SERVER_PID[sshd$sfx]}")
 		g0=$(cpu "${SERVER_PID[$gname]}" own)
