@@ -100,6 +100,10 @@ cluster-down: ## Remove the cluster started by 'make cluster' (or a killed run's
 e2e: image $(HELM) ## 'make cluster', the tests in test/e2e against it (client inside the namespace), then teardown.
 	HELM=$(HELM) hack/cluster/e2e.sh
 
+.PHONY: e2e-run
+e2e-run: $(HELM) ## The tests in test/e2e against the cluster 'make cluster' left up, which stays up (no image rebuild); E2E_ARGS='-test.run TestInstall'.
+	HELM=$(HELM) E2E_ARGS='$(E2E_ARGS)' hack/cluster/e2e.sh --kept
+
 .PHONY: print-helm
 print-helm: $(HELM)
 	@echo $(HELM)

@@ -46,10 +46,13 @@ main() {
   install_chart "${k8s}" "${helm}"
   trap - EXIT
   log "set up in $((SECONDS - started))s; logs in ${logs}; remove with 'make cluster-down'"
-  echo "KUBECONFIG=${state}/admin.kubeconfig"
-  echo "NETNS=${netns}"
-  echo "SSH_ADDRESS=${ssh_address}"
-  echo "KNOWN_HOSTS=${state}/known_hosts"
+  # Also kept in the state, for 'make e2e-run' against this cluster.
+  {
+    echo "KUBECONFIG=${state}/admin.kubeconfig"
+    echo "NETNS=${netns}"
+    echo "SSH_ADDRESS=${ssh_address}"
+    echo "KNOWN_HOSTS=${state}/known_hosts"
+  } | tee "${state}/cluster.env"
   echo "gitssh cluster: ready"
 }
 

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,10 @@ func TestInstall(t *testing.T) {
 	g.Expect(out).NotTo(ContainSubstring("Host key verification failed"))
 }
 
+// helloContent is the README TestCloneAndPush pushes and later tests find again: new on
+// every run, as 'make e2e-run' runs again against the same repository.
+var helloContent = fmt.Sprintf("hello from e2e, run %d\n", time.Now().UnixNano())
+
 // 2: a key and a project applied with kubectl: clone, push, clone again, LAST USED, and
 // git archive --remote.
 func TestCloneAndPush(t *testing.T) {
@@ -55,7 +60,7 @@ func TestCloneAndPush(t *testing.T) {
 	work := t.TempDir()
 	alice.gitOK(t, work, "clone", url, "first")
 	first := filepath.Join(work, "first")
-	g.Expect(os.WriteFile(filepath.Join(first, "README"), []byte("hello from e2e\n"), 0o644)).To(Succeed())
+	g.Expect(os.WriteFile(filepath.Join(first, "README"), []byte(helloContent), 0o644)).To(Succeed())
 	alice.gitOK(t, first, "add", "README")
 	alice.gitOK(t, first, "commit", "-m", "first")
 	alice.gitOK(t, first, "push", "origin", "HEAD:main")
@@ -63,7 +68,7 @@ func TestCloneAndPush(t *testing.T) {
 	alice.gitOK(t, work, "clone", url, "second")
 	got, err := os.ReadFile(filepath.Join(work, "second", "README"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(got)).To(Equal("hello from e2e\n"))
+	g.Expect(string(got)).To(Equal(helloContent))
 
 	out := alice.gitOK(t, work, "archive", "--remote="+url, "--format=tar", "-o", filepath.Join(work, "a.tar"), "main")
 	tarList, err := run(t, time.Minute, work, nil, "tar", "-tf", filepath.Join(work, "a.tar"))
@@ -164,5 +169,5 @@ func expectHelloPushed(t *testing.T, c *cluster, host, port string) {
 	got, err := os.ReadFile(filepath.Join(work, "again", "README"))
 	g := NewWithT(t)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(got)).To(Equal("hello from e2e\n"))
+	g.Expect(string(got)).To(Equal(helloContent))
 }

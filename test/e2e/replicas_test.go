@@ -22,7 +22,9 @@ func TestTwoReplicas(t *testing.T) {
 		_, _ = run(t, 5*time.Minute, "", nil, c.helm, "-n", c.ns, "uninstall", c.release, "--wait")
 		_, _ = c.kubectlErr(t, "delete", "gitprojects,sshpublickeys,pvc", "--all", "--wait=false")
 	})
-	c.kubectlOK(t, "create", "namespace", c.ns)
+	if _, err := c.kubectlErr(t, "get", "namespace", c.ns); err != nil { // kept by an earlier 'make e2e-run'
+		c.kubectlOK(t, "create", "namespace", c.ns)
+	}
 	c.helmOK(t, append(c.installArgs(), "--set", "replicaCount=2", "--set", "persistence.accessModes={ReadWriteMany}", "--set", "crds.enabled=false")...)
 	var pods []string
 	g.Eventually(func(g Gomega) {
