@@ -59,6 +59,26 @@ func TestTwoReplicas(t *testing.T) {
 		}
 	}
 
+	// Each pod has a pack cache of its own: a whole answer one pod cached must not outlive
+	// a push through the other. pods[0] answers a clone from its cache, pods[1] takes a
+	// push, and pods[0]'s next clone has it (a new ls-refs answer, so a new key).
+	direct := &user{name: bob.name, key: bob.key, sshCommand: bob.sshCommand + " -o HostKeyAlias=" + host}
+	podURL := func(pod string) string {
+		ip := strings.TrimSpace(c.kubectlOK(t, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"))
+		return "ssh://git@" + ip + ":2222/bob/shared.git"
+	}
+	answerMisses := `gitssh_pack_cache_responses_total{result="miss"}`
+	cloneMain := func(pod, name string) string {
+		direct.gitOK(t, work, "clone", "-q", "--bare", podURL(pod), name)
+		return strings.TrimSpace(direct.gitOK(t, filepath.Join(work, name), "rev-parse", "main"))
+	}
+	before := c.metrics(t, g, pods[0])
+	cloneMain(pods[0], "cached.git")
+	g.Expect(c.metrics(t, g, pods[0])[answerMisses]-before[answerMisses]).To(Equal(1.0), "%s cached the clone's answer", pods[0])
+	pushed := commitFile(t, direct, filepath.Join(work, pods[1]), "after-cache", 1000)
+	direct.gitOK(t, filepath.Join(work, pods[1]), "push", "-q", "origin", "HEAD:main")
+	g.Expect(cloneMain(pods[0], "fresh.git")).To(Equal(pushed), "%s serves the push through %s", pods[0], pods[1])
+
 	leader := func() string {
 		out, _ := c.kubectlErr(t, "get", "lease", c.release+"-leader", "-o", "jsonpath={.spec.holderIdentity}")
 		return strings.TrimSpace(out)
