@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +40,13 @@ type cacheEnv struct {
 const pauseAt = 512 << 10
 
 func newCacheEnv(t *testing.T, cfg Config) *cacheEnv {
+	t.Helper()
+	return newCacheEnvOn(t, cfg, nil)
+}
+
+// newCacheEnvOn is newCacheEnv with mount called on the cache's directory
+// before the server starts, to put a volume of the test's there.
+func newCacheEnvOn(t *testing.T, cfg Config, mount func(dir string)) *cacheEnv {
 	t.Helper()
 	real, err := exec.LookPath("git")
 	if err != nil {
@@ -73,6 +81,12 @@ exec %[3]s "$@"
 `, ce.runs, ce.failNext, real, ce.hold, ce.pause, pauseAt, pauseAt+1)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if mount != nil {
+		if err := os.Mkdir(ce.cacheDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		mount(ce.cacheDir)
 	}
 	cfg.GitBinary, cfg.PackCache.Dir, cfg.PackCache.Registerer = wrapper, ce.cacheDir, ce.reg
 	if cfg.Metrics == nil {
@@ -595,4 +609,28 @@ func TestPackCacheWithTheHookBinary(t *testing.T) {
 	}
 	g.Expect(ce.packObjectsRuns()).To(Equal(1))
 	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "hit")).To(Equal(1.0))
+}
+
+// A cache volume too small for a clone's pack makes it a bypass, under both
+// protocols: the clones succeed with no cache, where a miss would have filled
+// the volume and failed them (git: "No space left on device").
+func TestPackCacheWithoutRoom(t *testing.T) {
+	ce := newCacheEnvOn(t, Config{}, func(dir string) {
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+			t.Skipf("a 1 MiB tmpfs for the cache needs root: %v", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	})
+	fillHistory(ce.env, "api")
+	addBranch(ce.env, "big", 3<<20) // a pack of 3 MiB: three times the volume
+	g := NewWithT(t)
+	for _, protocol := range []string{"2", "1"} {
+		ce.protocol = protocol
+		ce.clone(g, filepath.Join(ce.dir, "clone-v"+protocol))
+	}
+	g.Expect(ce.metric("gitssh_pack_cache_responses_total", "result", "bypass")).To(Equal(1.0), "the v2 clone's answer")
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "bypass")).To(Equal(2.0), "both clones' pack-objects")
+	g.Expect(ce.metric("gitssh_pack_cache_requests_total", "result", "miss")).To(BeZero())
+	g.Expect(ce.packObjectsRuns()).To(Equal(2))
+	g.Expect(ce.cachedPacks()).To(BeEmpty())
 }

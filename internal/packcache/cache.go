@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -110,6 +111,8 @@ type Cache struct {
 	tokens  map[string]string // token -> repository directory
 	entries map[string]*entry // key -> entry
 	bytes   int64             // held by finished entries
+	// lastNoRoom is when the log last said the volume was too full.
+	lastNoRoom time.Time
 }
 
 // entry is one pack: in flight while pack-objects writes it, then finished.
@@ -120,6 +123,9 @@ type entry struct {
 	lastUsed time.Time
 	readers  int                // requests reading it
 	cancel   context.CancelFunc // stops pack-objects
+	// needs is what the entry was estimated to take on disk (see room);
+	// while it is written, the part not yet written stays set aside.
+	needs int64
 
 	mu      sync.Mutex
 	path    string // tmp-*.pack while written, KEY.pack once finished
@@ -374,7 +380,9 @@ func (c *Cache) serve(ctx context.Context, dir string, args []string, stdin io.R
 	case err == nil:
 		return 0
 	case errors.Is(err, errNoEntry):
-		c.cfg.Log.Error(err, "Failed to create a pack cache entry, running pack-objects uncached")
+		if !errors.Is(err, errNoRoom) { // logged once a minute
+			c.cfg.Log.Error(err, "Failed to create a pack cache entry, running pack-objects uncached")
+		}
 		c.m.requests.WithLabelValues(resultBypass).Inc()
 		return c.runUncached(ctx, dir, args, bytes.NewReader(in), stdout, stderr)
 	case errors.Is(err, errPackObjectsFailed) && sent == 0:
@@ -401,8 +409,12 @@ func (c *Cache) reportFailure(ctx context.Context, err error, sent int64, stderr
 	}
 }
 
-// errNoEntry wraps share's failure to create an entry (a disk error).
+// errNoEntry wraps share's failure to create an entry: a disk error, or no
+// room on the cache's volume (errNoRoom).
 var errNoEntry = errors.New("no cache entry")
+
+// errNoRoom: the cache's volume cannot take the entry a miss would write.
+var errNoRoom = errors.New("the pack cache's volume is too full for this entry")
 
 // producer is what fills an entry.
 type producer struct {
@@ -415,7 +427,7 @@ type producer struct {
 // share streams the entry for k to w. When there is none yet it creates it
 // and runs p into it, with stdin; requests counts the result.
 func (c *Cache) share(ctx context.Context, requests *prometheus.CounterVec, k, dir string, p producer, stdin []byte, w, stderr io.Writer) (int64, error) {
-	e, f, created, err := c.attach(k)
+	e, f, created, err := c.attach(k, dir)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", errNoEntry, err)
 	}
@@ -436,8 +448,9 @@ func (c *Cache) share(ctx context.Context, requests *prometheus.CounterVec, k, d
 	return sent, err
 }
 
-// attach finds the entry for k or creates it, and opens its file for reading.
-func (c *Cache) attach(k string) (e *entry, f *os.File, created bool, err error) {
+// attach finds the entry for k or creates it, for the repository dir, and
+// opens its file for reading.
+func (c *Cache) attach(k, dir string) (e *entry, f *os.File, created bool, err error) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -453,6 +466,10 @@ func (c *Cache) attach(k string) (e *entry, f *os.File, created bool, err error)
 		}
 		c.dropLocked(e, "")
 	}
+	needs := entryEstimate(dir)
+	if err := c.roomLocked(needs, now); err != nil {
+		return nil, nil, false, err
+	}
 	w, err := os.CreateTemp(c.cfg.Dir, "tmp-*.pack")
 	if err != nil {
 		return nil, nil, false, err
@@ -462,7 +479,7 @@ func (c *Cache) attach(k string) (e *entry, f *os.File, created bool, err error)
 		os.Remove(w.Name())
 		return nil, nil, false, err
 	}
-	e = &entry{key: k, created: now, lastUsed: now, readers: 1, path: w.Name(), changed: make(chan struct{})}
+	e = &entry{key: k, created: now, lastUsed: now, readers: 1, needs: needs, path: w.Name(), changed: make(chan struct{})}
 	c.entries[k] = e
 	c.m.entries.Set(float64(len(c.entries)))
 	return e, f, true, nil
@@ -546,6 +563,62 @@ func (c *Cache) produce(ctx context.Context, e *entry, dir string, p producer, s
 	c.bytes += size
 	c.m.bytes.Set(float64(c.bytes))
 	c.evictLocked(time.Now())
+}
+
+// entryEstimate is what an entry for the repository dir may take on disk:
+// about the repository's objects, packed and loose (a clone's pack, or a
+// fetch's answer, holds at most all of them, compressed as they are on disk),
+// and a MiB for the rest. A smaller fetch takes less: the estimate errs on the
+// side of not filling the volume.
+func entryEstimate(dir string) int64 {
+	var size int64 = 1 << 20
+	filepath.WalkDir(filepath.Join(dir, "objects"), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+			}
+		}
+		return nil
+	})
+	return size
+}
+
+// roomLocked makes sure the cache's volume can take an entry of needs bytes
+// besides what the entries being written may still write, evicting finished
+// entries, least recently used first, while it cannot. A miss that fills the
+// volume fails every client reading its entry, so without room the request
+// is served without the cache (errNoRoom) instead.
+func (c *Cache) roomLocked(needs int64, now time.Time) error {
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(c.cfg.Dir, &st); err != nil {
+			return nil // cannot tell: write, as without this check
+		}
+		free := int64(st.Bavail) * st.Bsize
+		var finished []*entry
+		for _, e := range c.entries {
+			e.mu.Lock()
+			if e.done {
+				finished = append(finished, e)
+			} else {
+				free -= max(0, e.needs-e.size)
+			}
+			e.mu.Unlock()
+		}
+		if free >= needs {
+			return nil
+		}
+		if len(finished) == 0 {
+			if now.Sub(c.lastNoRoom) >= time.Minute {
+				c.lastNoRoom = now
+				c.cfg.Log.Info("The pack cache's volume is too full; serving fetches without the cache until it has room",
+					"directory", c.cfg.Dir, "freeBytes", free, "neededBytes", needs)
+			}
+			return errNoRoom
+		}
+		// Readers keep a dropped entry's file open: its space comes back when they are done.
+		c.dropLocked(slices.MinFunc(finished, func(a, b *entry) int { return a.lastUsed.Compare(b.lastUsed) }), "space")
+	}
 }
 
 // evictLocked drops finished entries past their TTL, then the least recently

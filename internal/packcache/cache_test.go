@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 )
@@ -147,4 +149,47 @@ func TestSenderReadsWhatItCannotMap(t *testing.T) {
 		off += n
 	}
 	g.Expect(bytes.Equal(got.Bytes(), want)).To(BeTrue())
+}
+
+// A new entry gets room on the cache's volume by evicting finished entries,
+// least recently used first, counting what entries being written may still
+// write; where none is left to evict, there is no room.
+func TestRoomEvictsForANewEntry(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("a 4 MiB tmpfs needs root: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	c, err := New(Config{Dir: dir, Command: func(context.Context, string, []string) *exec.Cmd { return nil }})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+
+	now := time.Now()
+	add := func(key string, size, needs int64, done bool, used time.Time) *entry {
+		path := filepath.Join(dir, key+".pack")
+		g.Expect(os.WriteFile(path, make([]byte, size), 0o600)).To(Succeed())
+		e := &entry{key: key, created: now, lastUsed: used, path: path, size: size, needs: needs, done: done, changed: make(chan struct{})}
+		c.entries[key] = e
+		return e
+	}
+	const mib = 1 << 20
+	older := add("older", mib, mib, true, now.Add(-time.Minute))
+	newer := add("newer", mib, mib, true, now)
+	writing := add("writing", mib/2, 3*mib/2, false, now) // may write 1 MiB more
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// 4 MiB - 2.5 MiB written - 1 MiB still to write: 0.5 MiB free.
+	g.Expect(c.roomLocked(mib/4, now)).To(Succeed())
+	g.Expect(c.entries).To(HaveKey("older"), "nothing evicted while there is room")
+	g.Expect(c.roomLocked(mib, now)).To(Succeed())
+	g.Expect(c.entries).NotTo(HaveKey("older"), "the least recently used made room")
+	g.Expect(older.path).NotTo(BeAnExistingFile())
+	g.Expect(c.entries).To(HaveKey("newer"))
+	g.Expect(c.roomLocked(3*mib, now)).To(MatchError(errNoRoom))
+	g.Expect(c.entries).NotTo(HaveKey("newer"), "evicted, and still no room")
+	g.Expect(newer.path).NotTo(BeAnExistingFile())
+	g.Expect(c.entries).To(HaveKey("writing"), "an entry being written stays")
+	g.Expect(writing.path).To(BeAnExistingFile())
 }

@@ -11,7 +11,7 @@ import (
 const (
 	resultHit    = "hit"    // served from a finished entry or one being written
 	resultMiss   = "miss"   // ran pack-objects into a new entry
-	resultBypass = "bypass" // ran pack-objects uncached: request too large or not cacheable, entry failed, disk error
+	resultBypass = "bypass" // ran pack-objects uncached: request too large or not cacheable, entry failed, disk error or full
 )
 
 type metrics struct {
@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitssh_pack_cache_evictions_total",
-			Help: "Finished entries removed, by reason: ttl or size.",
+			Help: "Finished entries removed, by reason: ttl, size (over --pack-cache-max-size) or space (the cache's volume too full for a new entry).",
 		}, []string{"reason"}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gitssh_pack_cache_bytes",
@@ -75,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{resultHit, resultMiss} {
 		m.servedBytes.WithLabelValues(r)
 	}
-	for _, r := range []string{"ttl", "size"} {
+	for _, r := range []string{"ttl", "size", "space"} {
 		m.evictions.WithLabelValues(r)
 	}
 	if reg == nil {

@@ -48,7 +48,7 @@ func (c *Cache) Response(ctx context.Context, dir string, depends []string, requ
 	case err == nil:
 		return sent, nil
 	case errors.Is(err, errNoEntry), errors.Is(err, errPackObjectsFailed) && sent == 0:
-		if !errors.Is(err, errPackObjectsFailed) {
+		if !errors.Is(err, errPackObjectsFailed) && !errors.Is(err, errNoRoom) {
 			c.cfg.Log.Error(err, "Failed to create a fetch response cache entry, leaving the request to upload-pack")
 		}
 		c.m.responses.WithLabelValues(resultBypass).Inc()
