@@ -451,6 +451,15 @@ func (c *Cache) share(ctx context.Context, requests *prometheus.CounterVec, k, d
 // attach finds the entry for k or creates it, for the repository dir, and
 // opens its file for reading.
 func (c *Cache) attach(k, dir string) (e *entry, f *os.File, created bool, err error) {
+	// A miss's estimate walks the repository's objects: not under c.mu,
+	// which every request takes.
+	c.mu.Lock()
+	_, exists := c.entries[k]
+	c.mu.Unlock()
+	needs := int64(-1)
+	if !exists {
+		needs = entryEstimate(dir)
+	}
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -466,7 +475,9 @@ func (c *Cache) attach(k, dir string) (e *entry, f *os.File, created bool, err e
 		}
 		c.dropLocked(e, "")
 	}
-	needs := entryEstimate(dir)
+	if needs < 0 { // it was there a moment ago
+		needs = entryEstimate(dir)
+	}
 	if err := c.roomLocked(needs, now); err != nil {
 		return nil, nil, false, err
 	}
