@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -736,7 +737,7 @@ const mapChunk = 2 << 20
 // them into its packets anyway, so a read would be one more copy of every
 // byte. An entry's file is only ever appended to and renamed or removed,
 // never truncated, so the mapped range, all written, stays valid.
-func (s *sender) sendMapped(off, n int64) (int64, error) {
+func (s *sender) sendMapped(off, n int64) (written int64, err error) {
 	start := off &^ int64(os.Getpagesize()-1)
 	n = min(n, mapChunk)
 	m, err := unix.Mmap(int(s.f.Fd()), start, int(off-start+n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
@@ -744,8 +745,17 @@ func (s *sender) sendMapped(off, n int64) (int64, error) {
 		return 0, err
 	}
 	defer unix.Munmap(m)
-	written, err := s.w.Write(m[off-start:])
-	return int64(written), err
+	// A page that cannot be read (a disk error, or a file cut short by
+	// someone else) faults where a read would have returned an error: a
+	// panic that this request recovers from, not a crash of the server.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			written, err = 0, fmt.Errorf("reading the cached entry %s failed: %v", s.f.Name(), r)
+		}
+	}()
+	w, err := s.w.Write(m[off-start:])
+	return int64(w), err
 }
 
 func (s *sender) send(off, n int64) (int64, error) {

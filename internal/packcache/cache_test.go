@@ -193,3 +193,38 @@ func TestRoomEvictsForANewEntry(t *testing.T) {
 	g.Expect(c.entries).To(HaveKey("writing"), "an entry being written stays")
 	g.Expect(writing.path).To(BeAnExistingFile())
 }
+
+// A mapped entry that cannot be read fails its request, not the server: here
+// the file is cut short while it is mapped, so reading it faults.
+func TestSendMappedSurvivesAFault(t *testing.T) {
+	g := NewWithT(t)
+	path := filepath.Join(t.TempDir(), "1.pack")
+	g.Expect(os.WriteFile(path, make([]byte, 1<<20), 0o600)).To(Succeed())
+	f, err := os.Open(path)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+
+	s := sender{w: truncatingWriter{path}, f: f}
+	n, err := s.sendMapped(0, 1<<20)
+	g.Expect(err).To(MatchError(ContainSubstring("reading the cached entry " + path + " failed")))
+	g.Expect(n).To(BeZero())
+	n, err = s.sendMapped(0, 1<<20)
+	g.Expect(err).To(HaveOccurred(), "still cut short")
+	g.Expect(n).To(BeZero())
+}
+
+// truncatingWriter empties the file at path, then reads what it was given.
+type truncatingWriter struct{ path string }
+
+func (w truncatingWriter) Write(p []byte) (int, error) {
+	if err := os.Truncate(w.path, 0); err != nil {
+		return 0, err
+	}
+	for _, b := range p {
+		readSink += b
+	}
+	return len(p), nil
+}
+
+// readSink keeps the compiler from leaving out truncatingWriter's reads.
+var readSink byte
