@@ -732,6 +732,10 @@ type sender struct {
 // mapChunk is how much of an entry sendMapped maps at a time.
 const mapChunk = 2 << 20
 
+// errCannotMap: the file cannot be mapped (its filesystem does not allow
+// it); the sender reads it instead.
+var errCannotMap = errors.New("cannot map the cached entry")
+
 // sendMapped writes up to mapChunk bytes from off, mapped from the file
 // rather than read into a buffer: the writer (x/crypto's channel) copies
 // them into its packets anyway, so a read would be one more copy of every
@@ -742,7 +746,7 @@ func (s *sender) sendMapped(off, n int64) (written int64, err error) {
 	n = min(n, mapChunk)
 	m, err := unix.Mmap(int(s.f.Fd()), start, int(off-start+n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: %w", errCannotMap, err)
 	}
 	defer unix.Munmap(m)
 	// A page that cannot be read (a disk error, or a file cut short by
@@ -768,7 +772,7 @@ func (s *sender) send(off, n int64) (int64, error) {
 	}
 	if !s.noMmap {
 		done, err := s.sendMapped(off, n)
-		if err == nil || done > 0 {
+		if !errors.Is(err, errCannotMap) {
 			return done, err
 		}
 		s.noMmap = true
