@@ -316,11 +316,18 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	}
 
 	var inN, outN atomic.Int64
-	var toClient io.Writer = ch
+	var toClient, errToClient io.Writer = ch, ch.Stderr()
+	if service == UploadPack && c.s.packCache != nil {
+		// Its turn is taken in pack-objects' hook: see busyAbortFilter.
+		busy := new(atomic.Bool)
+		errFilter := &busyAbortStderr{w: ch.Stderr(), busy: busy}
+		defer errFilter.finish()
+		toClient, errToClient = &busyAbortFilter{w: ch, busy: busy}, errFilter
+	}
 	// A v2 clone's fetch may be answered whole by the pack cache.
 	var v2 *v2Fetches
 	if service == UploadPack && c.s.packCache != nil && speaksV2(gitProtocol) {
-		v2 = newV2Fetches(ctx, c.s.packCache, dir, ch, ch.Stderr(), &outN, stdin)
+		v2 = newV2Fetches(ctx, c.s.packCache, dir, toClient, errToClient, &outN, stdin)
 		toClient = v2
 	}
 	// Client to git; the client's EOF closes git's stdin. Not waited for:
@@ -343,7 +350,7 @@ func (c *conn) runGit(ctx context.Context, ch ssh.Channel, service, dir, gitProt
 	for _, p := range []struct {
 		dst io.Writer
 		src io.Reader
-	}{{toClient, stdout}, {ch.Stderr(), stderr}} {
+	}{{toClient, stdout}, {errToClient, stderr}} {
 		copies.Go(func() {
 			b := c.getBuf()
 			defer bufPool.Put(b)
