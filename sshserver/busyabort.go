@@ -3,7 +3,6 @@ package sshserver
 import (
 	"bytes"
 	"io"
-	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -41,118 +40,94 @@ type busyAbortFilter struct {
 	w    io.Writer
 	busy *atomic.Bool // set here, read by the stderr filter
 
-	off  bool    // not pkt-lines: pass everything
-	hdr  [4]byte // a header cut by the end of a write
-	nhdr int
+	off  bool   // not pkt-lines: pass everything
 	left int    // payload bytes of a large pkt-line still to pass
-	held []byte // a small pkt-line cut by the end of a write, header included
-	need int    // its full length
+	held []byte // the start of a small pkt-line (or of a header) a write cut
 }
 
 func (f *busyAbortFilter) Write(p []byte) (int, error) {
+	total := len(p)
+	p, err := f.completeHeld(p)
+	if err != nil {
+		return 0, err
+	}
 	if f.off {
-		return f.w.Write(p)
+		_, err := f.w.Write(p)
+		return total, err
 	}
 	start, i := 0, 0 // p[start:i] is passed on as one write
-	flush := func(end int) error {
-		if end > start {
-			if _, err := f.w.Write(p[start:end]); err != nil {
-				return err
-			}
-		}
-		start = end
-		return nil
-	}
+scan:
 	for i < len(p) {
-		switch {
-		case f.left > 0:
+		if f.left > 0 {
 			n := min(f.left, len(p)-i)
 			f.left -= n
 			i += n
-		case f.need > 0: // completing a held pkt-line
-			n := min(f.need-len(f.held), len(p)-i)
-			f.held = append(f.held, p[i:i+n]...)
-			i += n
+			continue
+		}
+		if len(p)-i < 4 {
+			f.held = append(f.held[:0], p[i:]...)
+			break
+		}
+		size, ok := pktSize(p[i : i+4])
+		switch {
+		case !ok:
+			f.off = true
+			i = len(p)
+		case size > heldPktMax:
+			f.left = size - 4
+			i += 4
+		case len(p)-i < size:
+			f.held = append(f.held[:0], p[i:]...)
+			break scan
+		case !f.keep(p[i : i+size]):
+			if _, err := f.w.Write(p[start:i]); err != nil {
+				return 0, err
+			}
+			i += size
 			start = i
-			if len(f.held) == f.need {
-				if f.keep(f.held) {
-					if _, err := f.w.Write(f.held); err != nil {
-						return 0, err
-					}
-				}
-				f.held, f.need = f.held[:0], 0
-			}
-		default: // at a header
-			if f.nhdr > 0 || len(p)-i < 4 {
-				n := min(4-f.nhdr, len(p)-i)
-				if f.nhdr == 0 {
-					if err := flush(i); err != nil {
-						return 0, err
-					}
-				}
-				copy(f.hdr[f.nhdr:], p[i:i+n])
-				f.nhdr += n
-				i += n
-				start = i
-				if f.nhdr < 4 {
-					continue
-				}
-				f.nhdr = 0
-				size, ok := pktSize(f.hdr[:])
-				if !ok {
-					f.off = true
-					if _, err := f.w.Write(f.hdr[:]); err != nil {
-						return 0, err
-					}
-					_, err := f.w.Write(p[i:])
-					return len(p), err
-				}
-				if size <= heldPktMax {
-					f.held, f.need = append(f.held[:0], f.hdr[:]...), size
-					if size == len(f.held) { // flush, delim or response end
-						if _, err := f.w.Write(f.held); err != nil {
-							return 0, err
-						}
-						f.held, f.need = f.held[:0], 0
-					}
-					continue
-				}
-				if _, err := f.w.Write(f.hdr[:]); err != nil {
-					return 0, err
-				}
-				f.left = size - 4
-				continue
-			}
-			size, ok := pktSize(p[i : i+4])
-			switch {
-			case !ok:
-				f.off = true
-				_, err := f.w.Write(p[start:])
-				return len(p), err
-			case size > heldPktMax:
-				f.left = size - 4
-				i += 4
-			case len(p)-i < size: // a small pkt-line the write cut: hold it
-				if err := flush(i); err != nil {
-					return 0, err
-				}
-				f.held, f.need = append(f.held[:0], p[i:]...), size
-				return len(p), nil
-			default:
-				if !f.keep(p[i : i+size]) {
-					if err := flush(i); err != nil {
-						return 0, err
-					}
-					start = i + size
-				}
-				i += size
-			}
+		default:
+			i += size
 		}
 	}
-	if err := flush(i); err != nil {
-		return 0, err
+	if i > start {
+		if _, err := f.w.Write(p[start:i]); err != nil {
+			return 0, err
+		}
 	}
-	return len(p), nil
+	return total, nil
+}
+
+// completeHeld completes, from p, the pkt-line the last write cut, passes it
+// on (or drops it) once it is whole, and returns the rest of p.
+func (f *busyAbortFilter) completeHeld(p []byte) ([]byte, error) {
+	for len(f.held) > 0 && len(p) > 0 {
+		want := 4 // the header first
+		if len(f.held) >= 4 {
+			want, _ = pktSize(f.held[:4])
+		}
+		n := min(want-len(f.held), len(p))
+		f.held, p = append(f.held, p[:n]...), p[n:]
+		if len(f.held) < want {
+			break
+		}
+		keep := true
+		if want == 4 { // a whole header: hold on only for a small line's payload
+			size, ok := pktSize(f.held)
+			if ok && size > 4 && size <= heldPktMax {
+				continue
+			}
+			f.off, f.left = !ok, max(0, size-4)
+		} else {
+			keep = f.keep(f.held)
+		}
+		if keep {
+			if _, err := f.w.Write(f.held); err != nil {
+				return nil, err
+			}
+		}
+		f.held = f.held[:0]
+	}
+	return p, nil
 }
 
 // keep looks at a whole small pkt-line: it notes the busy message, and
@@ -172,17 +147,11 @@ func (f *busyAbortFilter) keep(pkt []byte) bool {
 	return true
 }
 
-// pktSize reads a pkt-line header: the line's length, header included; 0,
-// 1 and 2 (flush, delim, response end) are 4 bytes long.
+// pktSize reads a pkt-line header: the line's length, header included (a
+// flush, delim or response-end is 4 bytes long); false if it is none.
 func pktSize(hdr []byte) (int, bool) {
-	n, err := strconv.ParseUint(string(hdr), 16, 16)
-	switch {
-	case err != nil, n == 3:
-		return 0, false
-	case n < 4:
-		return 4, true
-	}
-	return int(n), true
+	n, ok := pktHeader(hdr)
+	return max(int(n), 4), ok
 }
 
 // busyAbortStderr drops upload-pack's own lines about the failed

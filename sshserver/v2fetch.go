@@ -111,9 +111,9 @@ func (v *v2Fetches) scan(p []byte) (done []string, ok bool) {
 			break
 		}
 		v.hdrN = 0
-		size, err := strconv.ParseUint(string(v.hdr[:]), 16, 16)
+		size, ok := pktHeader(v.hdr[:])
 		switch {
-		case err != nil || size == 3 || size > pktMax:
+		case !ok:
 			return done, false
 		case size == 0: // flush-pkt: the answer is complete
 			done = append(done, hex.EncodeToString(v.digest.Sum(nil)))
@@ -244,20 +244,25 @@ func (v *v2Fetches) serveCached(fetch []byte, lsRefs request, lsRefsAnswered int
 
 var errTooLong = errors.New("request too long to follow")
 
+// pktHeader reads a pkt-line's four length digits: the line's length,
+// header included, or 0, 1 or 2 for a flush, delim or response-end; false
+// if they are not a pkt-line's.
+func pktHeader(hdr []byte) (uint64, bool) {
+	n, err := strconv.ParseUint(string(hdr), 16, 16)
+	return n, err == nil && n != 3 && n <= pktMax
+}
+
 // readPkt reads one pkt-line, its length digits included.
 func readPkt(r *bufio.Reader) ([]byte, error) {
 	hdr, err := r.Peek(4)
 	if err != nil {
 		return nil, err
 	}
-	size, err := strconv.ParseUint(string(hdr), 16, 16)
-	switch {
-	case err != nil || size == 3 || size > pktMax:
+	size, ok := pktSize(hdr)
+	if !ok {
 		return nil, errors.New("not a pkt-line")
-	case size < 4: // flush, delim, response-end
-		size = 4
 	}
-	b, err := r.Peek(int(size))
+	b, err := r.Peek(size)
 	if err != nil {
 		return nil, err
 	}
