@@ -167,6 +167,16 @@ func scan(t *testing.T, host, port string) []string {
 	return hostKeys(out)
 }
 
+// rollback rolls the release back (to revision, else to the one before) and waits until
+// the Service's address answers again: the next test connects at once, and the new pod is
+// Ready a moment before kube-proxy routes to it ("No route to host" until then).
+func (c *cluster) rollback(t *testing.T, revision ...string) {
+	t.Helper()
+	c.helmOK(t, append(append([]string{"rollback", release}, revision...), "--wait", "--timeout", "5m")...)
+	host, port := c.address(t)
+	scanEventually(t, host, port)
+}
+
 // scanEventually is scan once the address answers: a new pod is Ready a moment before
 // kube-proxy routes the Service's address to it.
 func scanEventually(t *testing.T, host, port string) []string {

@@ -104,7 +104,7 @@ func TestUploadLimits(t *testing.T) {
 	g := NewWithT(t)
 	c := env(t)
 	c.helmOK(t, "upgrade", release, c.chart, "--reuse-values", "--set", "ssh.maxUploadPacksPerRepo=1", "--wait", "--timeout", "5m")
-	t.Cleanup(func() { c.helmOK(t, "rollback", release, "--wait", "--timeout", "5m") })
+	t.Cleanup(func() { c.rollback(t) })
 	host, port := c.address(t)
 	scanEventually(t, host, port)
 	alice := c.newUser(t, "alice", c.knownHosts(t, host))

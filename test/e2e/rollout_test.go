@@ -30,7 +30,7 @@ func TestPushDuringUpgrade(t *testing.T) {
 	if revision == nil {
 		t.Fatal("helm status shows no REVISION line")
 	}
-	t.Cleanup(func() { c.helmOK(t, "rollback", release, revision[1], "--wait", "--timeout", "5m") })
+	t.Cleanup(func() { c.rollback(t, revision[1]) })
 	for i, tc := range []struct {
 		grace      string // the rolled pod's ssh.shutdownGracePeriod
 		size       int    // of the pushed file: random, so the push takes a while
