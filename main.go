@@ -27,6 +27,7 @@ import (
 
 	"github.com/gitssh-dev/gitssh/internal/app"
 	"github.com/gitssh-dev/gitssh/internal/packhook"
+	"github.com/gitssh-dev/gitssh/internal/timerslack"
 )
 
 func main() {
@@ -44,6 +45,10 @@ func main() {
 
 	log := zap.New(zap.UseFlagOptions(&zapOptions))
 	ctrl.SetLogger(log)
+	// Before anything starts: on success this re-executes gitssh.
+	if err := timerslack.Ensure(opts.TimerSlack); err != nil {
+		log.Error(err, "Kept the kernel's timer slack", "timerSlack", opts.TimerSlack)
+	}
 
 	if err := app.Run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), opts, log); err != nil {
 		log.Error(err, "gitssh stopped")

@@ -66,6 +66,7 @@ import (
 	"github.com/gitssh-dev/gitssh/internal/app"
 	"github.com/gitssh-dev/gitssh/internal/packhook"
 	"github.com/gitssh-dev/gitssh/internal/testenv"
+	"github.com/gitssh-dev/gitssh/internal/timerslack"
 )
 
 const (
@@ -94,6 +95,10 @@ func main() {
 	}
 	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(os.Stderr))
 	ctrl.SetLogger(log)
+	// As gitssh does, before the control plane starts: on success this re-executes.
+	if err := timerslack.Ensure(opts.TimerSlack); err != nil {
+		log.Error(err, "Kept the kernel's timer slack", "timerSlack", opts.TimerSlack)
+	}
 	if err := run(log, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "gitssh dev:", err)
 		os.Exit(1)

@@ -38,6 +38,7 @@ import (
 	"github.com/gitssh-dev/gitssh/internal/authorizer"
 	"github.com/gitssh-dev/gitssh/internal/housekeeping"
 	"github.com/gitssh-dev/gitssh/internal/repostore"
+	"github.com/gitssh-dev/gitssh/internal/timerslack"
 	"github.com/gitssh-dev/gitssh/internal/usage"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
@@ -103,6 +104,10 @@ type Options struct {
 	// 0: unknown (threads from GOMAXPROCS, no memory bound).
 	CPULimit    float64
 	MemoryLimit int64
+
+	// TimerSlack is the process's timer slack, which main sets before anything
+	// else (timerslack.Ensure); Run only logs it.
+	TimerSlack time.Duration
 
 	// SkipControllerNameValidation allows several managers in one process (tests).
 	SkipControllerNameValidation bool
@@ -305,7 +310,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options, log logr.Lo
 		return err
 	}
 	log.Info("Starting gitssh", "namespace", opts.Namespace, "sshAddr", opts.SSHAddr, "repoRoot", opts.RepoRoot,
-		"hostKeySecret", secret.String(), "trustedUserCAKeys", opts.TrustedUserCAKeys, "leaderElection", opts.LeaderElection, "goMemoryLimit", goMemLimit)
+		"hostKeySecret", secret.String(), "trustedUserCAKeys", opts.TrustedUserCAKeys, "leaderElection", opts.LeaderElection, "goMemoryLimit", goMemLimit, "timerSlack", currentTimerSlack())
 	return mgr.Start(ctx)
 }
 
@@ -402,4 +407,14 @@ func PodNamespace() string {
 		return ""
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// currentTimerSlack is the process's timer slack for the start line, or what
+// went wrong reading it.
+func currentTimerSlack() string {
+	slack, err := timerslack.Current()
+	if err != nil {
+		return err.Error()
+	}
+	return slack.String()
 }

@@ -131,6 +131,25 @@ func TestPodSecurity(t *testing.T) {
 	c.kubectlOK(t, "exec", pod, "--", "touch", "/var/lib/gitssh/repositories/.e2e", "/tmp/.e2e")
 }
 
+// gitssh re-executes itself at start to run with the chart's timer slack
+// (internal/timerslack): it can under the runtime's seccomp profile, without
+// capabilities and with no_new_privs. Its start line says what it runs with
+// (another thread's /proc/PID/timerslack_ns is not readable without CAP_SYS_NICE).
+func TestTimerSlack(t *testing.T) {
+	g := NewWithT(t)
+	c := env(t)
+	logs := c.kubectlOK(t, "logs", c.podName(t), "-c", "gitssh")
+	var start string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, `"Starting gitssh"`) {
+			start = line
+		}
+	}
+	g.Expect(start).NotTo(BeEmpty(), "no start line in the pod's log:\n%s", logs)
+	g.Expect(start).To(ContainSubstring(`"timerSlack":"1ms"`))
+	g.Expect(logs).NotTo(ContainSubstring("Kept the kernel's timer slack"))
+}
+
 // 3: the pod is deleted; the new one serves the same host key and the same repositories.
 func TestPodDeleted(t *testing.T) {
 	g := NewWithT(t)

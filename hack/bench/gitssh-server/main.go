@@ -26,6 +26,7 @@ import (
 	"github.com/gitssh-dev/gitssh/internal/hostkeys"
 	"github.com/gitssh-dev/gitssh/internal/packcache"
 	"github.com/gitssh-dev/gitssh/internal/packhook"
+	"github.com/gitssh-dev/gitssh/internal/timerslack"
 	"github.com/gitssh-dev/gitssh/sshserver"
 )
 
@@ -47,7 +48,11 @@ func main() {
 	verbose := flag.Bool("v", false, "log to stderr")
 	packCacheDir := flag.String("pack-cache-dir", "", "sshserver.Config.PackCache.Dir; empty: no pack cache")
 	queueTimeout := flag.Duration("upload-queue-timeout", 0, "sshserver.Config.UploadQueueTimeout; 0 takes the default")
+	timerSlack := flag.Duration("timer-slack", timerslack.Default, "the process's timer slack, as gitssh's --timer-slack; 0: the kernel's")
 	flag.Parse()
+	if err := timerslack.Ensure(*timerSlack); err != nil {
+		log.Printf("kept the kernel's timer slack: %v", err)
+	}
 	if *repoRoot == "" || *hostKey == "" || *authorizedKeys == "" {
 		log.Fatal("-repo-root, -host-key and -authorized-keys are required")
 	}
