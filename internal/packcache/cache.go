@@ -134,6 +134,10 @@ type entry struct {
 	done    bool
 	err     error
 	changed chan struct{} // closed and replaced when size or done change
+	// view is the entry's file mapped for all the requests sending it at
+	// once (see sharedView); viewUsers counts them.
+	view      []byte
+	viewUsers int
 }
 
 // New checks cfg, empties the cache directory and listens on its socket.
@@ -692,7 +696,8 @@ func (e *entry) finish(err error) {
 // streamTo copies e's pack from f to w as pack-objects writes it.
 func (e *entry) streamTo(ctx context.Context, f *os.File, w io.Writer) (int64, error) {
 	var off int64
-	s := sender{w: w, f: f}
+	s := sender{w: w, f: f, e: e}
+	defer s.close()
 	for {
 		e.mu.Lock()
 		size, done, err, changed := e.size, e.done, e.err, e.changed
@@ -724,9 +729,60 @@ func (e *entry) streamTo(ctx context.Context, f *os.File, w io.Writer) (int64, e
 type sender struct {
 	w      io.Writer
 	f      *os.File
+	e      *entry // for its shared view; nil: a mapping per chunk
 	noPipe bool
 	noMmap bool
 	buf    []byte
+
+	view        []byte // e's shared view, once asked for
+	releaseView func()
+}
+
+// close gives back the entry's shared view.
+func (s *sender) close() {
+	if s.releaseView != nil {
+		s.releaseView()
+		s.view, s.releaseView = nil, nil
+	}
+}
+
+// sharedView maps the entry's file (f) once for every request sending it at
+// the same time, as long as it is expected to grow (needs) or is. Each
+// request mapping its own 2 MiB chunks with MAP_POPULATE filled the page
+// tables again for every request and unmapped them after, 5–6% of gitssh's
+// CPU in a fan-out of 30 clones; in one mapping, the first request to touch a
+// page maps it for all, without a populate, and nothing is unmapped until
+// the last request is done (release). Pages past the end of the file are
+// never read: a request sends only what fstat has seen written. A file
+// mapped beyond its end takes address space, not memory. Returns no view
+// while there is nothing to map yet, and an error when the file cannot be
+// mapped.
+func (e *entry) sharedView(f *os.File) (view []byte, release func(), err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.view == nil {
+		length := e.size
+		if !e.done {
+			length = max(length, e.needs)
+		}
+		if length <= 0 {
+			return nil, nil, nil
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, int(length), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.view = m
+	}
+	e.viewUsers++
+	return e.view, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.viewUsers--; e.viewUsers == 0 {
+			unix.Munmap(e.view)
+			e.view = nil
+		}
+	}, nil
 }
 
 // mapChunk is how much of an entry sendMapped maps at a time.
@@ -742,13 +798,26 @@ var errCannotMap = errors.New("cannot map the cached entry")
 // byte. An entry's file is only ever appended to and renamed or removed,
 // never truncated, so the mapped range, all written, stays valid.
 func (s *sender) sendMapped(off, n int64) (written int64, err error) {
-	start := off &^ int64(os.Getpagesize()-1)
 	n = min(n, mapChunk)
-	m, err := unix.Mmap(int(s.f.Fd()), start, int(off-start+n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", errCannotMap, err)
+	if s.view == nil && s.e != nil {
+		var err error
+		if s.view, s.releaseView, err = s.e.sharedView(s.f); err != nil {
+			s.e = nil // not mappable whole: chunk by chunk, or read
+		}
 	}
-	defer unix.Munmap(m)
+	var chunk []byte
+	if off < int64(len(s.view)) {
+		chunk = s.view[off:min(off+n, int64(len(s.view)))]
+	} else {
+		// Past what the entry was expected to take, or without a view.
+		start := off &^ int64(os.Getpagesize()-1)
+		m, err := unix.Mmap(int(s.f.Fd()), start, int(off-start+n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", errCannotMap, err)
+		}
+		defer unix.Munmap(m)
+		chunk = m[off-start:]
+	}
 	// A page that cannot be read (a disk error, or a file cut short by
 	// someone else) faults where a read would have returned an error: a
 	// panic that this request recovers from, not a crash of the server.
@@ -758,7 +827,7 @@ func (s *sender) sendMapped(off, n int64) (written int64, err error) {
 			written, err = 0, fmt.Errorf("reading the cached entry %s failed: %v", s.f.Name(), r)
 		}
 	}()
-	w, err := s.w.Write(m[off-start:])
+	w, err := s.w.Write(chunk)
 	return int64(w), err
 }
 

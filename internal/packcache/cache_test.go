@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -71,17 +72,22 @@ func TestHookBeside(t *testing.T) {
 }
 
 // streamTo follows a pack growing as watchGrowth sees it into a pipe
-// (spliced) and into anything else (mapped and written), and ends with the
-// writer.
+// (spliced) and into anything else (mapped and written: from the entry's
+// shared view as far as it was expected to grow, needs, and chunk by chunk
+// past that), and ends with the writer.
 func TestStreamToFollowsTheWriter(t *testing.T) {
-	for _, dest := range []string{"pipe", "file"} {
-		t.Run(dest, func(t *testing.T) {
+	for _, tc := range []struct {
+		dest  string
+		needs int64
+	}{{"pipe", 1 << 20}, {"file", 0}, {"file", 1 << 20}, {"file", 8 << 20}} {
+		dest := tc.dest
+		t.Run(fmt.Sprintf("%s needs %d", dest, tc.needs), func(t *testing.T) {
 			g := NewWithT(t)
 			dir := t.TempDir()
 			path := filepath.Join(dir, "tmp-1.pack")
 			w, err := os.Create(path)
 			g.Expect(err).NotTo(HaveOccurred())
-			e := &entry{path: path, changed: make(chan struct{})}
+			e := &entry{path: path, needs: tc.needs, changed: make(chan struct{})}
 			f, err := os.Open(path)
 			g.Expect(err).NotTo(HaveOccurred())
 			defer f.Close()
@@ -124,8 +130,51 @@ func TestStreamToFollowsTheWriter(t *testing.T) {
 			e.finish(nil)
 			g.Expect(<-sent).To(Equal(result{int64(len(want)), nil}))
 			g.Expect(bytes.Equal(got(), want)).To(BeTrue())
+			g.Expect(e.view).To(BeNil(), "unmapped after the last request")
 		})
 	}
+}
+
+// Requests sending an entry at the same time share one mapping of its
+// file, as long as the entry is expected to grow; the last one unmaps it.
+func TestSharedView(t *testing.T) {
+	g := NewWithT(t)
+	path := filepath.Join(t.TempDir(), "tmp-1.pack")
+	g.Expect(os.WriteFile(path, []byte("PACK"), 0o600)).To(Succeed())
+	e := &entry{path: path, size: 4, needs: 3 << 20, changed: make(chan struct{})}
+	open := func() *os.File {
+		f, err := os.Open(path)
+		g.Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	first, releaseFirst, err := e.sharedView(open())
+	g.Expect(err).NotTo(HaveOccurred())
+	second, releaseSecond, err := e.sharedView(open())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(first).To(HaveLen(3 << 20))
+	g.Expect(&second[0]).To(BeIdenticalTo(&first[0]))
+	g.Expect(string(second[:4])).To(Equal("PACK"))
+	releaseFirst()
+	g.Expect(e.view).NotTo(BeNil(), "still sent by the second request")
+	releaseSecond()
+	g.Expect(e.view).To(BeNil())
+
+	// Finished, an entry is mapped as long as it is.
+	e.done = true
+	view, release, err := e.sharedView(open())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(view).To(HaveLen(4))
+	release()
+
+	// A file that cannot be mapped (a pipe) is an error: its request sends
+	// chunk by chunk, or reads.
+	r, pw, err := os.Pipe()
+	g.Expect(err).NotTo(HaveOccurred())
+	defer r.Close()
+	defer pw.Close()
+	_, _, err = (&entry{size: 4, done: true}).sharedView(r)
+	g.Expect(err).To(HaveOccurred())
 }
 
 // Where the file cannot be mapped, the sender reads it.
