@@ -53,6 +53,11 @@ func TestHelperProcess(t *testing.T) {
 		}
 		os.Stdout.WriteString("thread " + strings.TrimSpace(string(b)) + "\n")
 	}
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("comm " + string(comm))
 	if _, ok := os.LookupEnv(reexecEnv); ok {
 		os.Stdout.WriteString("marker left\n")
 	}
@@ -97,6 +102,10 @@ func TestEnsureSetsEveryThread(t *testing.T) {
 	g.Expect(slacks).To(gomega.HaveEach("3000000"), out)
 	g.Expect(strings.Count(out, "done\n")).To(gomega.Equal(1), "the second Ensure re-executed:\n"+out)
 	g.Expect(out).NotTo(gomega.ContainSubstring("marker left"))
+	// The process keeps its name (ps, /proc/PID/status): the kernel's is
+	// the first 15 bytes of the executed file's name.
+	name := filepath.Base(os.Args[0])
+	g.Expect(out).To(gomega.ContainSubstring("comm " + name[:min(len(name), 15)] + "\n"))
 }
 
 func TestEnsureZeroKeepsTheKernels(t *testing.T) {
