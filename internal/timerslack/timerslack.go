@@ -72,19 +72,19 @@ func Ensure(slack time.Duration) error {
 	if current == slack {
 		return nil
 	}
-	// The slack and the execve must be on one thread: the new process's
-	// main thread is the thread that called execve.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(slack.Nanoseconds()), 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_TIMERSLACK, %v): %w", slack, err)
-	}
 	// The binary's own path, not /proc/self/exe: the process's name (comm,
 	// what ps and /proc/PID/status show) is the last element of the path
 	// executed, and would become "exe".
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding the running binary to re-execute with timer slack %v: %w", slack, err)
+	}
+	// The slack and the execve must be on one thread: the new process's
+	// main thread is the thread that called execve.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(slack.Nanoseconds()), 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_TIMERSLACK, %v): %w", slack, err)
 	}
 	err = syscall.Exec(exe, os.Args, append(os.Environ(), reexecEnv+"=1"))
 	// Only a failed exec returns; put this thread's slack back, as the rest of the process has it.
