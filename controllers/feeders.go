@@ -54,8 +54,14 @@ func (f *SSHPublicKeyFeeder) feed(key *gitsshv1alpha1.SSHPublicKey) {
 		return
 	}
 	expires, _ := keyExpiry(key, f.MaxKeyLifetime)
+	fingerprint := parsed.Fingerprint
+	if key.Status.Fingerprint == fingerprint {
+		// The cached object's copy, written by the leader: one string for both (10,000
+		// keys' own copies were 0.6 MB).
+		fingerprint = key.Status.Fingerprint
+	}
 	f.Authorizer.SetKey(ref, authorizer.Key{
-		Fingerprint: parsed.Fingerprint,
+		Fingerprint: fingerprint,
 		User:        key.Spec.User,
 		Deploy:      deployBinding(key),
 		Created:     key.CreationTimestamp.Time,

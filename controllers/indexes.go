@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,8 +20,8 @@ import (
 	gitsshv1alpha1 "github.com/gitssh-dev/gitssh/api/v1alpha1"
 )
 
-// Cache indexes that find the objects competing for one key or one OWNER/PROJECT, and
-// the deploy keys of one OWNER/PROJECT.
+// Cache indexes that find the objects competing for one key (by a bucket of its
+// fingerprint: keysHolding) or one OWNER/PROJECT, and the deploy keys of one OWNER/PROJECT.
 const (
 	keyFingerprintIndex = "gitssh.dev/fingerprint"
 	projectAddressIndex = "gitssh.dev/owner-project"
@@ -36,7 +37,7 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 		value func(client.Object) string
 	}{
 		{&gitsshv1alpha1.SSHPublicKey{}, keyFingerprintIndex, func(obj client.Object) string {
-			return keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey))
+			return fingerprintBucket(keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey)))
 		}},
 		{&gitsshv1alpha1.SSHPublicKey{}, deployProjectIndex, func(obj client.Object) string {
 			return obj.(*gitsshv1alpha1.SSHPublicKey).Spec.Project
@@ -80,6 +81,54 @@ func indexInNamespace(ctx context.Context, c cache.Cache, obj client.Object, fie
 func keyFingerprint(key *gitsshv1alpha1.SSHPublicKey) string {
 	parsed, _ := parsePublicKey(key.Spec.PublicKey)
 	return parsed.Fingerprint
+}
+
+// fingerprintBucket is what the fingerprint index holds for a key: the first two characters
+// of its SHA256 fingerprint's base64, one of 4,096 buckets, or "" for none. An index costs
+// a set per distinct value (about 250 bytes) and almost every key has a fingerprint of its
+// own, so indexing whole fingerprints cost 10,000 sets for 10,000 keys; with buckets a
+// lookup lists two or three keys at that scale and keeps those that match (keysHolding).
+func fingerprintBucket(fingerprint string) string {
+	const prefix, bucketLength = "SHA256:", 2
+	digest, ok := strings.CutPrefix(fingerprint, prefix)
+	if !ok || len(digest) < bucketLength {
+		return ""
+	}
+	return digest[:bucketLength]
+}
+
+// keysHolding returns the keys in the cache, in namespace, whose public key has the
+// fingerprint, deleting ones included.
+func keysHolding(ctx context.Context, c client.Reader, namespace, fingerprint string) ([]*gitsshv1alpha1.SSHPublicKey, error) {
+	bucket := fingerprintBucket(fingerprint)
+	if bucket == "" {
+		return nil, nil
+	}
+	var keys gitsshv1alpha1.SSHPublicKeyList
+	if err := c.List(ctx, &keys, client.InNamespace(namespace), client.MatchingFields{keyFingerprintIndex: bucket}); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(ptrs(keys.Items), func(k *gitsshv1alpha1.SSHPublicKey) bool {
+		return keyFingerprint(k) != fingerprint
+	}), nil
+}
+
+// otherKeysHolding returns a request for every key in the cache, other than self, that holds
+// self's public key: the objects whose claim may have changed with self's.
+func otherKeysHolding(ctx context.Context, c client.Reader, self *gitsshv1alpha1.SSHPublicKey) []reconcile.Request {
+	fingerprint := keyFingerprint(self)
+	holders, err := keysHolding(ctx, c, self.Namespace, fingerprint)
+	if err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list the keys holding a fingerprint", "fingerprint", fingerprint)
+		return nil
+	}
+	var requests []reconcile.Request
+	for _, k := range holders {
+		if k.Name != self.Name {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)})
+		}
+	}
+	return requests
 }
 
 func projectAddress(p *gitsshv1alpha1.GitProject) string {

@@ -153,11 +153,11 @@ func (r *SSHPublicKeyReconciler) readyCondition(ctx context.Context, key *gitssh
 			formatTime(expires), maxLifetimeNote(capped, r.MaxKeyLifetime), renewal(capped))), nil, nil
 	}
 
-	var holders gitsshv1alpha1.SSHPublicKeyList
-	if err := r.Client.List(ctx, &holders, client.InNamespace(key.Namespace), client.MatchingFields{keyFingerprintIndex: parsed.Fingerprint}); err != nil {
+	holders, err := keysHolding(ctx, r.Client, key.Namespace, parsed.Fingerprint)
+	if err != nil {
 		return metav1.Condition{}, nil, err
 	}
-	lost, next := r.lostClaim(key, parsed.Fingerprint, expires, ptrs(holders.Items), now)
+	lost, next := r.lostClaim(key, parsed.Fingerprint, expires, holders, now)
 	if lost != nil {
 		return *lost, next, nil
 	}
@@ -305,6 +305,5 @@ func (r *SSHPublicKeyReconciler) staleCondition(key *gitsshv1alpha1.SSHPublicKey
 }
 
 func (r *SSHPublicKeyReconciler) keysWithTheSameFingerprint(ctx context.Context, obj client.Object) []reconcile.Request {
-	fingerprint := keyFingerprint(obj.(*gitsshv1alpha1.SSHPublicKey))
-	return otherClaimants(ctx, r.Client, &gitsshv1alpha1.SSHPublicKeyList{}, keyFingerprintIndex, fingerprint, obj)
+	return otherKeysHolding(ctx, r.Client, obj.(*gitsshv1alpha1.SSHPublicKey))
 }

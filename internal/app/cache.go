@@ -24,8 +24,9 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // cached object.
 //
 // It also makes the objects share the strings that thousands of them hold alike (the
-// namespace, condition types, statuses and reasons, users, owners, key types): decoded,
-// each object has a copy of its own.
+// namespace, condition types, statuses and reasons, users, owners, key types, a recently
+// used key's Stale message): decoded, each object has a copy of its own. Messages that
+// name the object are left alone: an interned string costs an entry in unique's map too.
 func stripForCache(in any) (any, error) {
 	obj, err := meta.Accessor(in)
 	if err != nil {
@@ -53,6 +54,10 @@ func stripForCache(in any) (any, error) {
 		intern(&o.Spec.Access)
 		intern(&o.Status.KeyType)
 		internConditions(o.Status.Conditions)
+		// A recently used key's Stale message depends on --stale-key-after only.
+		if c := meta.FindStatusCondition(o.Status.Conditions, gitsshv1alpha1.ConditionStale); c != nil && c.Status == metav1.ConditionFalse {
+			intern(&c.Message)
+		}
 	case *gitsshv1alpha1.GitProject:
 		intern(&o.Spec.Owner)
 		intern(&o.Spec.Visibility)

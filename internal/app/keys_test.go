@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/ssh"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -122,6 +126,25 @@ func TestUnusableKeysAreReportedAndRefused(t *testing.T) {
 		})
 	}
 
+	// The fingerprint index holds a bucket of each fingerprint (its first two base64
+	// characters): two different keys in one bucket are not duplicates.
+	t.Run("same-fingerprint-bucket", func(t *testing.T) {
+		g := NewWithT(t)
+		carolKey, daveKey := keysInOneFingerprintBucket(t)
+		carol := createKey(t, ns, "carol", "carol", carolKey.publicKey)
+		dave := createKey(t, ns, "dave", "dave", daveKey.publicKey)
+		for user, key := range map[string]userKey{"carol": carolKey, "dave": daveKey} {
+			createProject(t, ns, user+"-private", gitsshv1alpha1.GitProjectSpec{Owner: user, Project: "private"})
+			g.Eventually(func() error { _, err := inst.git(key, "", "ls-remote", inst.url(user, "private")); return err }).
+				WithTimeout(eventually).Should(Succeed(), "%s's key does not reach %s's project", user, user)
+		}
+		for _, key := range []*gitsshv1alpha1.SSHPublicKey{carol, dave} {
+			g.Eventually(func(g Gomega) {
+				g.Expect(readyCondition(g, key).Reason).To(Equal(gitsshv1alpha1.ReasonKeyRegistered))
+			}).WithTimeout(eventually).Should(Succeed())
+		}
+	})
+
 	t.Run("duplicate", func(t *testing.T) {
 		createProject(t, ns, "bob-private", gitsshv1alpha1.GitProjectSpec{Owner: "bob", Project: "private"})
 		shared := newUserKey(t, "shared")
@@ -167,4 +190,46 @@ func youngerKeyLoses(t *testing.T, inst *instance, key userKey, older *gitsshv1a
 	out, err = inst.git(key, "", "ls-remote", olderURL)
 	g.Expect(err).To(HaveOccurred(), "the key still reaches %s as the deleted object's: %s", olderURL, out)
 	g.Expect(out).To(ContainSubstring("not found or access denied"))
+}
+
+// keysInOneFingerprintBucket returns two ed25519 key pairs whose SHA256 fingerprints begin
+// with the same two base64 characters (one of 4,096 buckets: about 80 keys to find two).
+func keysInOneFingerprintBucket(t *testing.T) (userKey, userKey) {
+	t.Helper()
+	seen := map[string]ed25519.PrivateKey{}
+	for range 5000 {
+		_, private, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		public, err := ssh.NewPublicKey(private.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bucket := strings.TrimPrefix(ssh.FingerprintSHA256(public), "SHA256:")[:2]
+		if other, ok := seen[bucket]; ok {
+			return writeUserKey(t, "first", other), writeUserKey(t, "second", private)
+		}
+		seen[bucket] = private
+	}
+	t.Fatal("no two keys in one fingerprint bucket")
+	return userKey{}, userKey{}
+}
+
+// writeUserKey writes private as an OpenSSH private key file, as ssh-keygen would.
+func writeUserKey(t *testing.T, name string, private ed25519.PrivateKey) userKey {
+	t.Helper()
+	block, err := ssh.MarshalPrivateKey(private, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	public, err := ssh.NewPublicKey(private.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return userKey{path: path, publicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(public)))}
 }

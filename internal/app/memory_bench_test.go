@@ -34,7 +34,9 @@ import (
 // memory limit has to hold. GITSSH_BENCH_ENV adds environment variables to the process,
 // e.g. "GOGC=50 GOMEMLIMIT=48MiB". GITSSH_BENCH_PROFILE_DIR keeps, per phase, the process's
 // log and its heap profile taken after the sampling (go tool pprof -sample_index=inuse_space
-// or alloc_space, the latter covering the initial sync).
+// or alloc_space, the latter covering the initial sync). GITSSH_BENCH_SETTLED_HOOK is a shell
+// command run with the process's PID and the phase as $1 and $2 once it has settled,
+// before the sampling (e.g. to dump /proc/$1/smaps or drop its binary's pages).
 //
 //	KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh) go test -run '^$' -bench ScaleMemory -benchtime 1x ./internal/app/
 func BenchmarkScaleMemory(b *testing.B) {
@@ -116,6 +118,10 @@ func BenchmarkScaleMemory(b *testing.B) {
 			// queue is left out: it runs git on each repository, one at a time, for minutes.
 			waitEvery(b, time.Second, 10*time.Minute, func() bool { return queuesDrained(b, metricsPort, "housekeeping") })
 			b.ReportMetric(time.Since(start).Seconds(), phase+"-start-to-settled-s")
+			if hook := os.Getenv("GITSSH_BENCH_SETTLED_HOOK"); hook != "" {
+				out, err := exec.Command("sh", "-c", hook, "hook", strconv.Itoa(cmd.Process.Pid), phase).CombinedOutput()
+				b.Logf("settled hook: %v\n%s", err, out)
+			}
 			// Sample for 10 s after that.
 			var rss, heap float64
 			for i := range 10 {
