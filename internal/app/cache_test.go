@@ -53,7 +53,8 @@ func TestStripForCache(t *testing.T) {
 func TestStripForCacheSharesStrings(t *testing.T) {
 	g := NewWithT(t)
 	const doc = `{"metadata":{"name":"k","namespace":"team-a"},"spec":{"user":"alice","publicKey":"ssh-ed25519 AAAA"},
-		"status":{"keyType":"ssh-ed25519","conditions":[{"type":"Ready","status":"True","reason":"KeyRegistered","message":"m"}]}}`
+		"status":{"keyType":"ssh-ed25519","conditions":[{"type":"Ready","status":"True","reason":"KeyRegistered","message":"m"},
+		{"type":"Stale","status":"False","reason":"RecentlyUsed","message":"logged in or created within the last 90 days"}]}}`
 	var keys [2]*gitsshv1alpha1.SSHPublicKey
 	for i := range keys {
 		keys[i] = &gitsshv1alpha1.SSHPublicKey{}
@@ -69,6 +70,7 @@ func TestStripForCacheSharesStrings(t *testing.T) {
 		"user":      {a.Spec.User, b.Spec.User},
 		"keyType":   {a.Status.KeyType, b.Status.KeyType},
 		"reason":    {a.Status.Conditions[0].Reason, b.Status.Conditions[0].Reason},
+		"stale":     {a.Status.Conditions[1].Message, b.Status.Conditions[1].Message},
 	} {
 		g.Expect(unsafe.StringData(pair[0])).To(BeIdenticalTo(unsafe.StringData(pair[1])), name)
 	}
