@@ -2,6 +2,7 @@ package authorizer
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -247,9 +248,12 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 	// Every writer's last touch of each ref is a SetKey unless i%3 == 0;
 	// either way claims must be consistent with keys.
 	for fp, c := range a.claims {
-		for _, r := range c {
-			g.Expect(a.keys[r].Fingerprint).To(Equal(fp))
+		for _, k := range c {
+			g.Expect(a.fingerprints[k.ref]).To(Equal(fp))
 		}
+	}
+	for ref, fp := range a.fingerprints {
+		g.Expect(slices.ContainsFunc(a.claims[fp], func(k keyClaim) bool { return k.ref == ref })).To(BeTrue(), "%s has no claim", ref)
 	}
 }
 
