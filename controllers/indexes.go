@@ -98,14 +98,16 @@ func fingerprintBucket(fingerprint string) string {
 }
 
 // keysHolding returns the keys in the cache, in namespace, whose public key has the
-// fingerprint, deleting ones included.
+// fingerprint, deleting ones included. They are the cache's own objects, not copies (a
+// bucket holds keys that are not returned): read them only.
 func keysHolding(ctx context.Context, c client.Reader, namespace, fingerprint string) ([]*gitsshv1alpha1.SSHPublicKey, error) {
 	bucket := fingerprintBucket(fingerprint)
 	if bucket == "" {
 		return nil, nil
 	}
 	var keys gitsshv1alpha1.SSHPublicKeyList
-	if err := c.List(ctx, &keys, client.InNamespace(namespace), client.MatchingFields{keyFingerprintIndex: bucket}); err != nil {
+	if err := c.List(ctx, &keys, client.InNamespace(namespace), client.MatchingFields{keyFingerprintIndex: bucket},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(ptrs(keys.Items), func(k *gitsshv1alpha1.SSHPublicKey) bool {
