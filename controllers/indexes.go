@@ -98,8 +98,8 @@ func fingerprintBucket(fingerprint string) string {
 }
 
 // keysHolding returns the keys in the cache, in namespace, whose public key has the
-// fingerprint, deleting ones included. They are the cache's own objects, not copies (a
-// bucket holds keys that are not returned): read them only.
+// fingerprint, deleting ones included. They are the cache's own objects, not copies
+// (copying the bucket would copy the keys then dropped): read them only.
 func keysHolding(ctx context.Context, c client.Reader, namespace, fingerprint string) ([]*gitsshv1alpha1.SSHPublicKey, error) {
 	bucket := fingerprintBucket(fingerprint)
 	if bucket == "" {
