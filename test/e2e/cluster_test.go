@@ -173,6 +173,14 @@ func scan(t *testing.T, host, port string) []string {
 func (c *cluster) rollback(t *testing.T, revision ...string) {
 	t.Helper()
 	c.helmOK(t, append(append([]string{"rollback", release}, revision...), "--wait", "--timeout", "5m")...)
+	// helm waits for the new pods only. Until the old ones are gone, the Service's address
+	// may still reach a terminating pod and then, for a moment, none ("No route to host"
+	// in the next test's push): wait for them before checking the address answers.
+	NewWithT(t).Eventually(func(g Gomega) {
+		ready, all := c.pods(t, g)
+		g.Expect(ready).NotTo(BeEmpty())
+		g.Expect(all).To(Equal(len(ready)), "pods still terminating or not ready")
+	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
 	host, port := c.address(t)
 	scanEventually(t, host, port)
 }
@@ -260,6 +268,13 @@ func (c *cluster) podName(t *testing.T) string {
 
 // readyPods are the release's pods that are Ready and not being deleted.
 func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
+	ready, _ := c.pods(t, g)
+	return ready
+}
+
+// pods are the release's pods that are Ready and not being deleted, and how many pods the
+// release has in all (terminating ones included).
+func (c *cluster) pods(t *testing.T, g Gomega) (ready []string, all int) {
 	t.Helper()
 	out, err := c.kubectlErr(t, "get", "pods", "-l", "app.kubernetes.io/name=gitssh,app.kubernetes.io/instance="+c.release, "-o", "json")
 	g.Expect(err).NotTo(HaveOccurred(), out)
@@ -275,7 +290,6 @@ func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
 		} `json:"items"`
 	}
 	g.Expect(json.Unmarshal([]byte(out), &list)).To(Succeed())
-	var ready []string
 	for _, p := range list.Items {
 		for _, cond := range p.Status.Conditions {
 			if cond.Type == "Ready" && cond.Status == "True" && p.Metadata.DeletionTimestamp == nil {
@@ -283,5 +297,5 @@ func (c *cluster) readyPods(t *testing.T, g Gomega) []string {
 			}
 		}
 	}
-	return ready
+	return ready, len(list.Items)
 }
