@@ -197,6 +197,7 @@ func youngerKeyLoses(t *testing.T, inst *instance, key userKey, older *gitsshv1a
 func keysInOneFingerprintBucket(t *testing.T) (userKey, userKey) {
 	t.Helper()
 	seen := map[string]ed25519.PrivateKey{}
+	// The rule of controllers.fingerprintBucket, which this package cannot call.
 	for range 5000 {
 		_, private, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {

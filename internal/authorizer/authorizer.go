@@ -213,7 +213,7 @@ func (a *Authorizer) SetKey(ref ObjectRef, key Key) {
 	defer a.mu.Unlock()
 	a.removeKeyLocked(ref)
 	a.fingerprints[ref] = key.Fingerprint
-	c := append(slices.Clone(a.claims[key.Fingerprint]), keyClaim{
+	c := append(a.claims[key.Fingerprint], keyClaim{
 		ref: ref, user: key.User, deploy: key.Deploy, created: key.Created, expires: key.Expires,
 	})
 	slices.SortFunc(c, func(x, y keyClaim) int { return compareAge(x.created, x.ref, y.created, y.ref) })
