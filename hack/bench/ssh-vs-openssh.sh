@@ -17,6 +17,14 @@
 #                          runs only when named, and only with the "default" cipher
 #   FANOUT=30              clones per fan-out run
 #   FANOUT_WARMUP=1        0: no warm-up fan-out per server (on a loaded machine)
+#   FANOUT_SERVERS="openssh gitssh gitssh-cache"  the fan-out's servers (gitssh-cache:
+#                          the pack cache on), e.g. only gitssh-cache to compare its flags
+#   FANOUT_LOGINS=0        1: also log in every 20 ms during each fan-out run (login-probe/)
+#                          and report the logins' p50 and p99. The clones then run at
+#                          nice 19, as if they were other machines: otherwise their 60
+#                          processes on this machine's cores would be most of a login's
+#                          wait. The servers' CPU includes the probe's logins (sshd: processes
+#                          per login): the CPU ratios are not comparable with runs without
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
 #   BENCH_GITSSH_FLAGS=    more flags for gitssh-server, e.g. "-copy-buffer 65536"
@@ -151,6 +159,13 @@ gitssh_server_bin
 # The pack cache's hook, beside the server as in the image (a gitssh-server that
 # predates it runs itself as the hook).
 go build -o "$WORK/gitssh-pack-hook" ./cmd/gitssh-pack-hook
+# Logs in again and again during each fan-out: what the load does to logins.
+FANOUT_LOGINS=${FANOUT_LOGINS:-0}
+CLIENT_NICE=()
+if ((FANOUT_LOGINS)); then
+	go build -o "$WORK/login-probe" ./hack/bench/login-probe
+	CLIENT_NICE=(nice -n 19)
+fi
 
 read -ra GITSSH_FLAGS <<<"${BENCH_GITSSH_FLAGS:-}"
 PROFILE_FLAGS=() # the gitssh server only: two processes writing one profile spoil it
@@ -287,7 +302,7 @@ fanout_run() { # SERVER RUN
 	for i in $(seq "$FANOUT"); do
 		(
 			t0=$(now)
-			git clone -q --bare "$(url "$s" fanout)" "$d/x$i.git" || exit 1
+			"${CLIENT_NICE[@]}" git clone -q --bare "$(url "$s" fanout)" "$d/x$i.git" || exit 1
 			t1=$(now)
 			since "$t0" "$t1" >"$d/t$i"
 		) &
@@ -303,8 +318,26 @@ new_commit() { # a new commit on main: a new pack to make for everyone
 	local g="git --git-dir=$REPOS/bench/fanout.git"
 	$g update-ref refs/heads/main "$($g -c user.name=bench -c user.email=bench@localhost commit-tree -p main -m "run $1" 'main^{tree}')"
 }
-p95() { sort -n "$1" | awk '{ v[NR] = $1 } END { i = int(NR * 0.95 + 0.999); if (i < 1) i = 1; print v[i] }'; }
-FANOUT_SERVERS="openssh gitssh gitssh-cache"
+quantile() { # Q FILE: the Q-quantile (nearest rank) of FILE's numbers
+	sort -n "$2" | awk -v q="$1" '{ v[NR] = $1 } END { i = int(NR * q + 0.999); if (i < 1) i = 1; print v[i] }'
+}
+p95() { quantile 0.95 "$1"; }
+# A login (connect, key exchange, public-key auth) every 20 ms during the run,
+# one at a time, by the probe's own client: milliseconds in WORK/login-ms-SERVER.
+start_login_probe() { # SERVER
+	local dest
+	dest=$(url "$1" x | sed 's|^ssh://\([^@]*\)@\([^/]*\)/.*|\1 \2|')
+	"$WORK/login-probe" -user "${dest% *}" -addr "${dest#* }" -key "$OUT/keys/client" -every 20ms \
+		-out "$WORK/login-ms-$1" >>"$WORK/login-summary-$1" 2>&1 &
+	LOGIN_PROBE=$!
+}
+stop_login_probe() { # SERVER
+	kill -TERM "$LOGIN_PROBE"
+	wait "$LOGIN_PROBE" || die "the login probe failed against $1: $(tail -2 "$WORK/login-summary-$1")"
+	! grep -q 'failures [1-9]' "$WORK/login-summary-$1" || die "logins failed during a fan-out from $1: $(tail -2 "$WORK/login-summary-$1")"
+}
+FANOUT_SERVERS=${FANOUT_SERVERS:-openssh gitssh gitssh-cache}
+for s in $FANOUT_SERVERS; do [[ " openssh gitssh gitssh-cache " == *" $s "* ]] || die "FANOUT_SERVERS: no server $s"; done
 FANOUT_DONE=0
 declare -A FANOUT_PID=([openssh]=sshd [gitssh]=gitssh [gitssh-cache]=gitssh-cache)
 fanout_case() { # with the default cipher only
@@ -314,7 +347,7 @@ fanout_case() { # with the default cipher only
 		new_commit warm-up
 		for s in $FANOUT_SERVERS; do fanout_run "$s" 0; done
 	fi
-	for s in $FANOUT_SERVERS; do : >"$WORK/fanout-t-$s"; : >"$WORK/fanout-cpu-$s"; : >"$WORK/fanout-wall-$s"; done
+	for s in $FANOUT_SERVERS; do : >"$WORK/fanout-t-$s"; : >"$WORK/fanout-cpu-$s"; : >"$WORK/fanout-wall-$s"; : >"$WORK/login-ms-$s"; done
 	for i in $(seq "$RUNS"); do
 		order=$FANOUT_SERVERS
 		((i % 2)) || order=$(echo "$FANOUT_SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
@@ -322,9 +355,11 @@ fanout_case() { # with the default cipher only
 			new_commit "$i-$s"
 			sleep 0.5 # let sshd reap its children
 			c0=$(cpu "${SERVER_PID[${FANOUT_PID[$s]}]}")
+			((FANOUT_LOGINS)) && start_login_probe "$s"
 			t0=$(now)
 			fanout_run "$s" "$i"
 			t1=$(now)
+			((FANOUT_LOGINS)) && stop_login_probe "$s"
 			sleep 0.5
 			awk -v a="$c0" -v b="$(cpu "${SERVER_PID[${FANOUT_PID[$s]}]}")" 'BEGIN { printf "%.2f\n", b - a }' >>"$WORK/fanout-cpu-$s"
 			since "$t0" "$t1" >>"$WORK/fanout-wall-$s"
@@ -404,13 +439,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else
 		echo
 		echo "$FANOUT parallel \`git clone --bare\` of one new commit of a $(du -sm "$REPOS/bench/fanout.git" | cut -f1) MB repository (1,000 commits, 10,000 files); $RUNS runs per server; client cipher (OpenSSH / gitssh): $FANOUT_CIPHER:"
 		echo
-		echo "| server | median clone | p95 clone | median wall time of the run | server CPU per run (median) | CPU / OpenSSH's |"
-		echo "|---|---:|---:|---:|---:|---:|"
-		base=$(median "$WORK/fanout-cpu-openssh")
+		logins_head='' logins_rule=''
+		((FANOUT_LOGINS)) && logins_head=" logins during the runs: p50 / p99 (count) |" logins_rule="---:|"
+		echo "| server | median clone | p95 clone | median wall time of the run | server CPU per run (median) | CPU / OpenSSH's |$logins_head"
+		echo "|---|---:|---:|---:|---:|---:|$logins_rule"
+		base=0
+		[[ " $FANOUT_SERVERS " == *" openssh "* ]] && base=$(median "$WORK/fanout-cpu-openssh")
 		for s in $FANOUT_SERVERS; do
 			cpu_s=$(median "$WORK/fanout-cpu-$s")
 			case $s in openssh) name="OpenSSH sshd" ;; gitssh) name="gitssh, pack cache off" ;; gitssh-cache) name="gitssh, pack cache on" ;; esac
-			echo "| $name | $(fmt "$(median "$WORK/fanout-t-$s")") | $(fmt "$(p95 "$WORK/fanout-t-$s")") | $(fmt "$(median "$WORK/fanout-wall-$s")") | $(fmt "$cpu_s") | $(awk -v a="$base" -v b="$cpu_s" 'BEGIN { printf "%.2f", b / a }') |"
+			logins=''
+			((FANOUT_LOGINS)) && logins=" $(quantile 0.5 "$WORK/login-ms-$s") / $(quantile 0.99 "$WORK/login-ms-$s") ms ($(wc -l <"$WORK/login-ms-$s")) |"
+			echo "| $name | $(fmt "$(median "$WORK/fanout-t-$s")") | $(fmt "$(p95 "$WORK/fanout-t-$s")") | $(fmt "$(median "$WORK/fanout-wall-$s")") | $(fmt "$cpu_s") | $(ratio "$base" "$cpu_s") |$logins"
 		done
 	fi
 	echo

@@ -146,7 +146,7 @@ func TestTimerSlack(t *testing.T) {
 		}
 	}
 	g.Expect(start).NotTo(BeEmpty(), "no start line in the pod's log:\n%s", logs)
-	g.Expect(start).To(ContainSubstring(`"timerSlack":"1ms"`))
+	g.Expect(start).To(ContainSubstring(`"timerSlack":"4ms"`))
 	g.Expect(logs).NotTo(ContainSubstring("Kept the kernel's timer slack"))
 }
 

@@ -82,7 +82,7 @@ func TestChartDefaults(t *testing.T) {
 		"ssh-upload-queue-timeout":         "2m",
 		"git-pack-threads":                 "0",
 		"git-pack-window-memory":           "0",
-		"timer-slack":                      "1ms",
+		"timer-slack":                      "4ms",
 		"cpu-limit":                        "$(GITSSH_CPU_LIMIT_MILLICORES)m",
 		"memory-limit":                     "$(GITSSH_MEMORY_LIMIT)",
 		"housekeeping-disabled":            "false",
