@@ -119,6 +119,10 @@ build: ## Build the gitssh binary, and the pack cache's hook that goes beside it
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gitssh .
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gitssh-pack-hook ./cmd/gitssh-pack-hook
 
+.PHONY: git-source
+git-source: ## Fetch the git release the image compiles into bin/git-source/ (once; checked against its SHA-256).
+	hack/git-source.sh
+
 ##@ Tools
 
 $(LOCALBIN):

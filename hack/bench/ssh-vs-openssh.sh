@@ -27,6 +27,10 @@
 #                          per login): the CPU ratios are not comparable with runs without
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
+#   BENCH_GITSSH_GIT=DIR   put DIR (a bin/ holding git) first in the gitssh servers' PATH,
+#                          e.g. the git the image ships, built on the host with
+#                          `hack/git-build.sh bin/git-source/git.tar.xz $PWD/bin/git`
+#                          (then DIR=$PWD/bin/git/bin); sshd and the client keep the system's git
 #   BENCH_GITSSH_FLAGS=    more flags for gitssh-server, e.g. "-copy-buffer 65536"
 #                          or "-ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com"
 set -euo pipefail
@@ -181,7 +185,7 @@ start_sshd_at() { # NAME KEYS PORT
 start_gitssh_at() { # NAME KEYS PORT [flags...]
 	local name=$1 keys=$2 port=$3
 	shift 3
-	start_server "$name" "$port" "$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" \
+	start_server "$name" "$port" env PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" "$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" \
 		-host-key "$OUT/keys/host" -authorized-keys "$keys" "$@"
 }
 SSHD_PORT=$(free_port)
@@ -422,6 +426,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else
 	echo
 	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each$( ((FANOUT_DONE)) && { ((${FANOUT_WARMUP:-1})) && echo " (fanout: also)" || echo " (fanout: none)"; }); load average before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "client: \`${SSH_BASE//$OUT/OUT} [-c CIPHER]\`; gitssh-server flags: \`${GITSSH_FLAGS[*]:-(defaults)}\`"
+	echo "git under gitssh: $(PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" git version) ($(PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" git version --build-options | awk -F': ' '/^SHA-1:|^non-collision/ { printf "%s%s: %s", n++ ? ", " : "", $1, $2 }')); under sshd and in the client: $(git version)"
 	echo
 	echo "| case | client cipher (OpenSSH / gitssh) | OpenSSH | gitssh | ratio | server CPU OpenSSH | server CPU gitssh (own + git) | CPU ratio |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|"

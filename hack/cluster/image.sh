@@ -54,7 +54,7 @@ main() {
   build_base
   build_pause
   log "building ${gitssh_image} from Dockerfile"
-  make -C "${repo_root}" --no-print-directory build >/dev/null
+  make -C "${repo_root}" --no-print-directory build git-source >/dev/null
   podman build --pull=never --network=host -t "${gitssh_image}" -f "${repo_root}/Dockerfile" "${repo_root}" >"${images_dir}/build.log" 2>&1 ||
     die "podman build failed; see ${images_dir}/build.log"
   local img

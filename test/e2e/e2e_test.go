@@ -131,6 +131,22 @@ func TestPodSecurity(t *testing.T) {
 	c.kubectlOK(t, "exec", pod, "--", "touch", "/var/lib/gitssh/repositories/.e2e", "/tmp/.e2e")
 }
 
+// The pod runs the git the image compiles (hack/git-build.sh): the one first in
+// gitssh's PATH, with OpenSSL's SHA-1 for pack checksums and the collision-
+// detecting one for object names.
+func TestShippedGit(t *testing.T) {
+	g := NewWithT(t)
+	c := env(t)
+	pod := c.podName(t)
+	// The PATH gitssh itself runs with, read from its environment.
+	path := c.kubectlOK(t, "exec", pod, "--", "sh", "-c",
+		`for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = gitssh ] && tr '\0' '\n' <$p/environ | sed -n 's/^PATH=//p'; done; true`)
+	g.Expect(strings.TrimSpace(path)).NotTo(BeEmpty())
+	options := c.kubectlOK(t, "exec", pod, "--", "env", "PATH="+strings.TrimSpace(path), "git", "version", "--build-options")
+	g.Expect(options).To(MatchRegexp(`(?m)^SHA-1: SHA1_DC$`))
+	g.Expect(options).To(MatchRegexp(`(?m)^non-collision-detecting-SHA-1: SHA1_OPENSSL_UNSAFE$`))
+}
+
 // gitssh re-executes itself at start to run with the chart's timer slack
 // (internal/timerslack): it can under the runtime's seccomp profile, without
 // capabilities and with no_new_privs. Its start line says what it runs with
