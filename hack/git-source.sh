@@ -7,7 +7,7 @@
 # SHA-1 for the checksums of the files it writes (the trailer of every pack it
 # sends or receives), while object names keep the collision-detecting SHA-1.
 # Those checksums were most of git's CPU in a clone: pack-objects for a 201 MB
-# clone took 0.46-0.55 s with Debian's git and 0.12-0.13 s with this build
+# clone took 0.46-0.65 s of CPU with Debian's git and 0.13 s with this build
 # (hack/bench/README.md, "git's own SHA-1").
 #
 # To move to a new git release: set GIT_VERSION and GIT_SHA256 (and the snapshot
