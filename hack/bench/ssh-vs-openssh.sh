@@ -28,9 +28,9 @@
 #   BENCH_CPUPROFILE=FILE  write a CPU profile of the gitssh server
 #   BENCH_GITSSH_BIN=FILE  use this prebuilt hack/bench/gitssh-server (before/after)
 #   BENCH_GITSSH_GIT=DIR   put DIR (a bin/ holding git) first in the gitssh servers' PATH,
-#                          e.g. the git the image ships, built on the host with
-#                          `hack/git-build.sh bin/git-source/git.tar.xz $PWD/bin/git`
-#                          (then DIR=$PWD/bin/git/bin); sshd and the client keep the system's git
+#                          e.g. the git the image ships, compiled on the host by
+#                          `make shipped-git` (then DIR=$PWD/bin/git/bin); sshd and the
+#                          client keep the system's git
 #   BENCH_GITSSH_FLAGS=    more flags for gitssh-server, e.g. "-copy-buffer 65536"
 #                          or "-ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com"
 set -euo pipefail
