@@ -80,7 +80,7 @@ envtest: ## Build kube-apiserver, etcd and kubectl into the user cache (once) an
 
 .PHONY: test
 test: envtest $(HELM) shipped-git ## Every test, unit and integration, against a real kube-apiserver + etcd, the git the image ships, and ssh.
-	PATH="$$(hack/shipped-git.sh):$$PATH" HELM=$(HELM) KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) -timeout $(GO_TEST_TIMEOUT) ./...
+	PATH="$(LOCALBIN)/git/bin:$$PATH" HELM=$(HELM) KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test $(GO_TEST_FLAGS) -timeout $(GO_TEST_TIMEOUT) ./...
 
 .PHONY: shipped-git
 shipped-git: ## Compile the git the image ships into the user cache (once) and link bin/git.

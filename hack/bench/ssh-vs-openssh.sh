@@ -182,10 +182,12 @@ start_sshd_at() { # NAME KEYS PORT
 	sshd_config "$1" "$3" "$OUT/keys/host" "$2" GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=receive.fsckObjects GIT_CONFIG_VALUE_0=true
 	start_server "$1" "$3" /usr/sbin/sshd -D -e -f "$WORK/$1.conf"
 }
+# The gitssh servers' PATH: BENCH_GITSSH_GIT first, if set.
+GITSSH_PATH=${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH
 start_gitssh_at() { # NAME KEYS PORT [flags...]
 	local name=$1 keys=$2 port=$3
 	shift 3
-	start_server "$name" "$port" env PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" "$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" \
+	start_server "$name" "$port" env PATH="$GITSSH_PATH" "$WORK/gitssh-server" -listen "127.0.0.1:$port" -repo-root "$REPOS" \
 		-host-key "$OUT/keys/host" -authorized-keys "$keys" "$@"
 }
 SSHD_PORT=$(free_port)
@@ -426,7 +428,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else
 	echo
 	echo "$(date -u +%Y-%m-%dT%H:%MZ); medians of $RUNS interleaved runs per server after one warm-up each$( ((FANOUT_DONE)) && { ((${FANOUT_WARMUP:-1})) && echo " (fanout: also)" || echo " (fanout: none)"; }); load average before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "client: \`${SSH_BASE//$OUT/OUT} [-c CIPHER]\`; gitssh-server flags: \`${GITSSH_FLAGS[*]:-(defaults)}\`"
-	echo "git under gitssh: $(PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" git version) ($(PATH="${BENCH_GITSSH_GIT:+$BENCH_GITSSH_GIT:}$PATH" git version --build-options | awk -F': ' '/^SHA-1:|^non-collision/ { printf "%s%s: %s", n++ ? ", " : "", $1, $2 }')); under sshd and in the client: $(git version)"
+	echo "git under gitssh: $(PATH=$GITSSH_PATH git version) ($(PATH=$GITSSH_PATH git version --build-options | awk -F': ' '/^SHA-1:|^non-collision/ { printf "%s%s: %s", n++ ? ", " : "", $1, $2 }')); under sshd and in the client: $(git version)"
 	echo
 	echo "| case | client cipher (OpenSSH / gitssh) | OpenSSH | gitssh | ratio | server CPU OpenSSH | server CPU gitssh (own + git) | CPU ratio |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|"
